@@ -1,0 +1,1 @@
+from dlc_train.models.backbones.base import BACKBONES, BaseBackbone

@@ -1,0 +1,1 @@
+from dlc_train.models.heads.base import HEADS, BaseHead

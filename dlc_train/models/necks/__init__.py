@@ -1,0 +1,3 @@
+from dlc_train.models.necks.base import NECKS, BaseNeck
+
+__all__ = ["NECKS", "BaseNeck"]

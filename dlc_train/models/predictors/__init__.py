@@ -1,0 +1,1 @@
+from dlc_train.models.predictors.base import PREDICTORS, BasePredictor
