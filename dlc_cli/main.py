@@ -1,0 +1,134 @@
+"""The ``dlc`` command line: train, export, analyze, demo.
+
+Each command imports its package inside the command, so ``dlc analyze`` loads only the lean
+runtime (no torch) and ``dlc --help`` is instant.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dlc_cli.errors import one_line_errors
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict:
+    """``--set train_settings.epochs=5`` -> {"train_settings.epochs": 5} (values parsed as YAML)."""
+    from dlc_train.config import safe_load_yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key.strip()] = safe_load_yaml(value)
+    return overrides
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dlc-deploy")
+def cli():
+    """Train DeepLabCut-style pose models, export them to ONNX, analyze videos fast."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--shuffle", default=1, show_default=True, help="Shuffle index.")
+@click.option("--trainset-index", default=0, show_default=True,
+              help="Index into the project's TrainingFraction.")
+@click.option("--net-type", default=None, help="Architecture (default: the project's).")
+@click.option("--epochs", type=int, default=None, help="Total epochs (overrides the config).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--device", default=None, help="cpu, cuda, cuda:0 or auto.")
+@click.option("--resume", is_flag=True, help="Continue from the latest snapshot of the shuffle.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a pytorch_config.yaml value, e.g. --set runner.eval_interval=1.")
+@one_line_errors
+def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device, resume,
+          overrides):
+    """Train a pose model on a DeepLabCut project (CONFIG: its config.yaml)."""
+    from dlc_train.apis import train_network
+
+    train_dir = train_network(config, shuffle=shuffle, trainset_index=trainset_index,
+                              net_type=net_type, epochs=epochs, batch_size=batch_size,
+                              device=device, resume=resume,
+                              pytorch_config_overrides=_parse_overrides(overrides))
+    click.echo(f"snapshots in {train_dir}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--pytorch-config", type=click.Path(path_type=Path), default=None,
+              help="With a snapshot SOURCE: its pytorch_config.yaml (default: beside it).")
+@click.option("--shuffle", default=1, show_default=True, help="With a project SOURCE.")
+@click.option("--trainset-index", default=0, show_default=True, help="With a project SOURCE.")
+@click.option("--snapshot-index", default=None, type=int,
+              help="With a project SOURCE: which snapshot (default: best, else the last).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Bundle folder to write (default: <project>/exported-models-pytorch/...).")
+@click.option("--frames", type=click.Path(path_type=Path), default=None,
+              help="Video or image folder for the parity check (default: labeled frames).")
+@click.option("--tolerance", type=float, default=0.5, show_default=True,
+              help="Largest keypoint difference in pixels the parity check accepts.")
+@click.option("--allow-parity-failure", is_flag=True,
+              help="Write the bundle even when parity exceeds the tolerance.")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@one_line_errors
+def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, output, frames,
+           tolerance, allow_parity_failure, fmt):
+    """Export a snapshot to a bundle (SOURCE: a project config.yaml or a snapshot .pt)."""
+    from dlc_export import export_bundle, export_from_project
+
+    common = dict(frames=frames, tolerance_px=tolerance,
+                  allow_parity_failure=allow_parity_failure)
+    if source.suffix == ".pt":
+        config = pytorch_config or source.parent / "pytorch_config.yaml"
+        result = export_bundle(config, source, output, **common)
+    else:
+        result = export_from_project(source, shuffle=shuffle, trainset_index=trainset_index,
+                                     snapshot_index=snapshot_index, output=output, **common)
+    click.echo(result.parity.summary())
+    click.echo(f"bundle written to {result.bundle_dir}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--dest", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: beside each video).")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--save-as-csv", is_flag=True, help="Also write the .csv DeepLabCut writes.")
+@click.option("--overwrite", is_flag=True, help="Redo videos that already have results.")
+@click.option("--allow-truncated", is_flag=True,
+              help="Accept videos with fewer decodable frames than their header says.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@one_line_errors
+def analyze(bundle, videos, dest, batch_size, device, save_as_csv, overwrite, allow_truncated,
+            no_progress):
+    """Run a bundle over videos; write DeepLabCut-compatible .h5 results."""
+    from dlc_runtime import analyze_video
+
+    for video in videos:
+        result = analyze_video(bundle, video, dest_folder=dest, batch_size=batch_size,
+                               device=device, save_as_csv=save_as_csv, overwrite=overwrite,
+                               allow_truncated=allow_truncated, progress=not no_progress)
+        click.echo(f"{video}: {result.n_frames} frames at {result.fps:.1f} frames/s -> "
+                   f"{result.h5_path}")
+
+
+@cli.command()
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("dlc-demo"),
+              show_default=True, help="Working folder (replaced if it holds an earlier demo).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: tuned).")
+@one_line_errors
+def demo(output, seed, epochs):
+    """Generate a synthetic project, train a small model, export it, analyze the video."""
+    from dlc_cli.demo import run_demo
+
+    run_demo(output, seed=seed, epochs=epochs, echo=click.echo)
+
+
+if __name__ == "__main__":
+    cli()

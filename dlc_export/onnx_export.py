@@ -1,0 +1,66 @@
+"""Export a wrapper module to one self-contained ONNX file, checked and optionally simplified."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17  # TensorRT 8.6+ and onnxruntime >= 1.14 both parse opset 17 fully
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the export failed a check."""
+
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path, *,
+                input_name: str = "images", output_names: tuple[str, ...] = ("keypoints",),
+                dynamic_size: bool = True, opset: int = DEFAULT_OPSET,
+                simplify: bool = True) -> Path:
+    """Traces ``module`` on ``example`` (uint8 NHWC) and writes ``path`` (one file, no .data).
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it handles our data-dependent
+    gathers with dynamic batch and frame size in one graph, needs only ``onnx``, and never
+    writes external-data files for models under 2 GB.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {0: "batch", 1: "height", 2: "width"} if dynamic_size else {0: "batch"}
+    dynamic_axes = {input_name: axes, **{name: {0: "batch"} for name in output_names}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), (example,), tmp, dynamo=False,
+                              opset_version=opset, input_names=[input_name],
+                              output_names=list(output_names), dynamic_axes=dynamic_axes,
+                              do_constant_folding=True)
+        graph = onnx.load(tmp)
+        onnx.checker.check_model(graph, full_check=True)
+        if simplify:
+            graph = _simplify(graph)
+        onnx.save(graph, tmp)
+        os.replace(tmp, path)
+    except Exception as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, ExportError):
+            raise
+        raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
+    return path
+
+
+def _simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim folds constants and fuses patterns; optional, skipped when not installed."""
+    try:
+        import onnxslim
+    except ImportError:
+        log.info("onnxslim is not installed: the ONNX graph is saved unsimplified")
+        return graph
+    slim = onnxslim.slim(graph)
+    onnx.checker.check_model(slim, full_check=True)
+    return slim

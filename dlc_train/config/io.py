@@ -1,0 +1,92 @@
+"""Reading and writing YAML configs (safe loaders only, atomic writes)."""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader that reads YAML 1.2 floats like ``1e-05`` (DeepLabCut writes them) as floats.
+
+    PyYAML follows YAML 1.1, where an exponent needs a dot (``1.0e-05``); without this, a learning
+    rate of ``1e-05`` in a DeepLabCut config would load as the string "1e-05".
+    """
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def safe_load_yaml(stream):
+    """yaml.safe_load with YAML 1.2 floats."""
+    return yaml.load(stream, Loader=_SafeLoader)  # noqa: S506 - _SafeLoader is a SafeLoader
+
+
+class ConfigError(ValueError):
+    """A config file is missing, unreadable or malformed."""
+
+
+def read_config_as_dict(path: str | Path) -> dict:
+    """Reads a YAML config into a dict, with a one-line error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = safe_load_yaml(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} does not hold a YAML mapping (got {type(cfg).__name__})")
+    return cfg
+
+
+_POSE_CONFIG_HEADER = "# Config schema version. Do not edit manually.\n"
+
+
+def write_config(path: str | Path, cfg: dict, header: str | None = _POSE_CONFIG_HEADER) -> Path:
+    """Writes ``cfg`` as YAML, keeping key order, through a temp file + rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if header:
+                f.write(header)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def update_config(cfg: dict, updates: dict[str, Any]) -> dict:
+    """Returns a copy of ``cfg`` with dotted keys set, e.g. {"train_settings.epochs": 5}."""
+    cfg = copy.deepcopy(cfg)
+    for dotted, value in updates.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = value
+    return cfg
