@@ -1,0 +1,199 @@
+"""snapshot + pytorch_config.yaml -> a self-contained bundle folder (see docs/bundle.md).
+
+The bundle is assembled in a temporary sibling folder and renamed into place only once the graph
+is written, checked and has passed parity, so a failed export never leaves a half bundle and never
+replaces a good one.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlc_export.frames import frames_from_images, frames_from_project, frames_from_video
+from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
+from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport, run_parity
+from dlc_export.wrappers import BottomUpSingleAnimal
+from dlc_runtime.backends import OnnxRuntimeBackend
+from dlc_runtime.bundle import (BatchRange, GraphSpec, InputSpec, Manifest, TensorSpec,
+                                sha256_file, write_manifest)
+from dlc_train.config import read_config_as_dict, write_config
+from dlc_train.models.loading import build_model_from_snapshot
+from dlc_train.task import Task
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v"}
+
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    parity: ParityReport
+    manifest: Manifest
+
+
+def scorer_name(pytorch_config: dict, snapshot_path: Path, project_config: dict | None) -> str:
+    """DeepLabCut 3's scorer: ``DLC_<Net>_<Task><date>shuffle<n>_<snapshot>``."""
+    net = str(pytorch_config.get("net_type", "model")).replace("_", " ").title().replace(" ", "")
+    snapshot = snapshot_path.stem.replace("-", "_")
+    train_dir = snapshot_path.parent.parent.name  # <Task><date>-trainset95shuffle1
+    shuffle = train_dir.rsplit("shuffle", 1)[-1] if "shuffle" in train_dir else "1"
+    if project_config:
+        task = f"{project_config.get('Task', '')}{project_config.get('date', '')}"
+    else:
+        task = train_dir.split("-trainset")[0] if "-trainset" in train_dir else "model"
+    return f"DLC_{net}_{task}shuffle{shuffle}_{snapshot}"
+
+
+def _project_config(pytorch_config: dict, pytorch_config_path: Path) -> dict | None:
+    """The project's config.yaml, found via metadata.project_path or the folders above."""
+    candidates = []
+    project_path = (pytorch_config.get("metadata") or {}).get("project_path")
+    if project_path:
+        candidates.append(Path(project_path) / "config.yaml")
+    # <project>/dlc-models-pytorch/iteration-0/<name>/train/pytorch_config.yaml
+    candidates.extend(parent / "config.yaml" for parent in pytorch_config_path.parents[:6])
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                cfg = read_config_as_dict(candidate)
+            except ValueError:
+                continue
+            if "bodyparts" in cfg:
+                cfg["project_path"] = str(candidate.parent)
+                return cfg
+    return None
+
+
+def _parity_frames(frames: Path | np.ndarray | None, project: dict | None,
+                   count: int = 8) -> tuple[np.ndarray, str]:
+    if isinstance(frames, np.ndarray):
+        return frames, "frames given by the caller"
+    if frames is not None:
+        frames = Path(frames)
+        if frames.suffix.lower() in VIDEO_SUFFIXES:
+            return frames_from_video(frames, count), str(frames)
+        if frames.is_dir():
+            images = sorted(p for p in frames.rglob("*") if p.suffix.lower() in (".png", ".jpg"))
+            return frames_from_images(images, count), str(frames)
+        raise ExportError(f"--frames {frames}: not a video or a folder of images")
+    if project and Path(project["project_path"], "labeled-data").is_dir():
+        return (frames_from_project(project["project_path"], count),
+                f"{project['project_path']}/labeled-data")
+    # Without real frames the check still compares the graphs, on noise: say so in the report.
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(4, 256, 256, 3), dtype=np.uint8), "random noise frames"
+
+
+def _check_config(cfg: dict, path: Path) -> None:
+    metadata = cfg.get("metadata") or {}
+    if not metadata.get("bodyparts"):
+        raise ExportError(f"{path}: metadata.bodyparts is missing or empty; the bundle cannot "
+                          "name its keypoints")
+    if "model" not in cfg or "heads" not in (cfg["model"] or {}):
+        raise ExportError(f"{path}: no model section with heads; is this a pytorch_config.yaml?")
+    task = Task.from_str(str(cfg.get("method", "bu")))
+    if task != Task.BOTTOM_UP or len(metadata.get("individuals") or [1]) != 1:
+        raise ExportError(f"{path}: only bottom-up single-animal models export so far "
+                          f"(this config: method={cfg.get('method')}, "
+                          f"{len(metadata.get('individuals') or [])} individuals)")
+
+
+def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
+                  output: str | Path | None = None, *, frames: Path | np.ndarray | None = None,
+                  tolerance_px: float = DEFAULT_TOLERANCE_PX, allow_parity_failure: bool = False,
+                  opset: int = DEFAULT_OPSET, simplify: bool = True,
+                  max_batch: int = 64) -> ExportResult:
+    """Exports a snapshot to an ONNX bundle and checks it against the PyTorch model.
+
+    Args:
+        pytorch_config_path: the shuffle's pytorch_config.yaml.
+        snapshot_path: a ``snapshot-XXX.pt`` (ours or DeepLabCut 3's).
+        output: bundle folder; default ``<project>/exported-models-pytorch/<scorer>.bundle``
+            (or beside the snapshot when the project is not found).
+        frames: frames for the parity check: a video, an image folder or an (n, H, W, 3)
+            uint8 array; default: the project's labeled frames.
+        tolerance_px: largest keypoint difference (pixels) the parity check accepts.
+        allow_parity_failure: write the bundle even when parity fails (the report says so).
+    """
+    pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
+    cfg = read_config_as_dict(pytorch_config_path)
+    _check_config(cfg, pytorch_config_path)
+    project = _project_config(cfg, pytorch_config_path)
+    model = build_model_from_snapshot(cfg, snapshot_path)
+    wrapper = BottomUpSingleAnimal(model).eval()
+    scorer = scorer_name(cfg, snapshot_path, project)
+    if output is None:
+        base = Path(project["project_path"]) / "exported-models-pytorch" if project \
+            else snapshot_path.parent
+        output = base / f"{scorer}.bundle"
+    output = Path(output)
+    parity_frames, source = _parity_frames(frames, project)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
+    try:
+        onnx_path = export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()),
+                                staging / "pose.onnx", opset=opset, simplify=simplify)
+        backend = OnnxRuntimeBackend(onnx_path, device="cpu")
+        report = run_parity(wrapper, lambda batch: backend.run(batch)["keypoints"],
+                            parity_frames, source=source, backend=backend.name,
+                            tolerance_px=tolerance_px)
+        report.to_json(staging / "parity.json")
+        if not report.passed and not allow_parity_failure:
+            raise ParityError(f"{report.summary()}; the bundle was not written "
+                              "(--allow-parity-failure writes it anyway)")
+        metadata = cfg["metadata"]
+        num_bodyparts = len(metadata["bodyparts"])
+        predictor = cfg["model"]["heads"]["bodypart"]["predictor"]
+        manifest = Manifest(
+            task=Task.BOTTOM_UP.snake_name, scorer=scorer,
+            bodyparts=list(metadata["bodyparts"]),
+            unique_bodyparts=list(metadata.get("unique_bodyparts") or []),
+            individuals=list(metadata.get("individuals") or ["individual_1"]),
+            multi_animal=False,
+            input=InputSpec(batch=BatchRange(1, 8, max_batch)),
+            decoder={"type": "heatmap_argmax", "stride": wrapper.stride,
+                     "locref_std": predictor.get("locref_std", 7.2801),
+                     "location_refinement": predictor.get("location_refinement", True),
+                     "apply_sigmoid": predictor.get("apply_sigmoid", False),
+                     "clip_scores": predictor.get("clip_scores", False)},
+            graphs={"pose": GraphSpec(
+                file="pose.onnx", opset=opset,
+                inputs=[TensorSpec("images", "uint8", ["batch", "height", "width", 3])],
+                outputs=[TensorSpec("keypoints", "float32", ["batch", 1, num_bodyparts, 3])])},
+            source={"snapshot": str(snapshot_path.resolve()),
+                    "snapshot_sha256": sha256_file(snapshot_path),
+                    "net_type": cfg.get("net_type"), "config": "pytorch_config.yaml"},
+            parity="parity.json",
+        )
+        write_config(staging / "pytorch_config.yaml", cfg)
+        write_manifest(staging, manifest)
+        _replace_dir(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("bundle written to %s", output)
+    return ExportResult(output, report, manifest)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Moves ``new`` to ``target``; an existing target is removed only after the move succeeds."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{new.name[-8:]}")
+        target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        if old is not None:
+            old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
