@@ -1,0 +1,7 @@
+"""Inference backends. Add one by writing a module with a ``@register_backend("name")`` factory
+and importing it below (TensorRT and torch backends are planned that way)."""
+
+from dlc_runtime.backends.base import BACKENDS, Backend, make_backend, register_backend
+from dlc_runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "make_backend", "register_backend"]

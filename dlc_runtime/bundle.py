@@ -1,0 +1,490 @@
+"""The bundle manifest: its schema, validation, reading and (atomic) writing.
+
+A bundle is a folder holding ``manifest.yaml`` and the graphs it names (see ``docs/bundle.md``).
+The runtime owns this schema; ``dlc_export`` builds a :class:`Manifest` and calls
+:func:`write_manifest`, so the writer and the reader cannot drift apart.
+
+Example (exporter side)::
+
+    manifest = Manifest(
+        task="bottom_up", scorer="DLC_Resnet50_openfieldOct30shuffle1_snapshot_200",
+        bodyparts=["snout", "tail"], individuals=["animal"],
+        input=InputSpec(height=None, width=None, batch=BatchRange(1, 8, 32)),
+        graphs={"pose": GraphSpec(
+            file="pose.onnx", opset=17,
+            inputs=[TensorSpec("images", "uint8", ["batch", "height", "width", 3])],
+            outputs=[TensorSpec("keypoints", "float32", ["batch", 1, 2, 3])])},
+    )
+    write_manifest(bundle_dir, manifest)   # fills graph sha256 and validates before writing
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlc_runtime._atomic import atomic_write_bytes
+from dlc_runtime.errors import BundleError
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+MANIFEST_NAME = "manifest.yaml"
+TASKS = ("bottom_up", "top_down", "cond_top_down")
+PYTORCH_CONFIG_NAME = "pytorch_config.yaml"
+
+
+def _package_version() -> str:
+    # importlib.metadata is cheap and does not import the other packages of the distribution.
+    try:
+        from importlib.metadata import version
+
+        return version("dlc-deploy")
+    except Exception:  # not installed (running from a checkout)
+        return "0.0.0+unknown"
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large graphs do not load into memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchRange:
+    """Batch sizes a graph or engine accepts: ``min <= opt <= max``."""
+
+    min: int = 1
+    opt: int = 8
+    max: int = 64
+
+    def to_dict(self) -> dict[str, int]:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+
+@dataclass
+class InputSpec:
+    """What the pose graph eats. ``height``/``width`` of ``None`` mean dynamic."""
+
+    dtype: str = "uint8"
+    layout: str = "NHWC"
+    color: str = "RGB"
+    height: int | None = None
+    width: int | None = None
+    batch: BatchRange = field(default_factory=BatchRange)
+
+    @property
+    def dynamic_size(self) -> bool:
+        return self.height is None or self.width is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "color": self.color,
+            "height": self.height,
+            "width": self.width,
+            "batch": self.batch.to_dict(),
+        }
+
+
+@dataclass
+class TensorSpec:
+    """A graph input or output. Dynamic axes are strings (``batch``, ``height``, ``width``)."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass
+class GraphSpec:
+    """One graph file of the bundle, relative to the bundle folder."""
+
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int | None = None
+    sha256: str | None = None
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "opset": self.opset,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "sha256": self.sha256,
+        }
+
+
+@dataclass
+class ExporterInfo:
+    name: str = "dlc-deploy"
+    version: str = field(default_factory=_package_version)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+
+@dataclass
+class Manifest:
+    """The content of ``manifest.yaml`` (schema version 1).
+
+    Only what the runtime needs to run is required; provenance fields have defaults so an
+    exporter (or a test) can build one in a few lines.
+    """
+
+    task: str
+    scorer: str
+    bodyparts: list[str]
+    individuals: list[str]
+    graphs: dict[str, GraphSpec]
+    input: InputSpec = field(default_factory=InputSpec)
+    unique_bodyparts: list[str] = field(default_factory=list)
+    multi_animal: bool = False
+    # Decoding happens inside the graph; these are kept for provenance and for host-side steps.
+    decoder: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    # TensorRT engines with their fingerprints; the TensorRT backend checks them against the GPU.
+    engines: list[dict[str, Any]] = field(default_factory=list)
+    parity: str | None = None
+    exporter: ExporterInfo = field(default_factory=ExporterInfo)
+    created: str = field(default_factory=_utc_now)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists, dicts, scalars only) in the key order of ``docs/bundle.md``."""
+        return {
+            "schema_version": self.schema_version,
+            "exporter": self.exporter.to_dict(),
+            "created": self.created,
+            "task": self.task,
+            "scorer": self.scorer,
+            "bodyparts": list(self.bodyparts),
+            "unique_bodyparts": list(self.unique_bodyparts),
+            "individuals": list(self.individuals),
+            "multi_animal": bool(self.multi_animal),
+            "input": self.input.to_dict(),
+            "decoder": dict(self.decoder),
+            "graphs": {name: g.to_dict() for name, g in self.graphs.items()},
+            "source": dict(self.source),
+            "engines": list(self.engines),
+            "parity": self.parity,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = MANIFEST_NAME) -> Manifest:
+        """Validate and parse a manifest dict; raise :class:`BundleError` naming ``where``."""
+        v = _Validator(where)
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: expected a YAML mapping, got {type(data).__name__}; "
+                              "re-export the bundle")
+        version = v.get(data, "schema_version", int)
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise BundleError(
+                f"{where}: unknown schema_version {version!r} (this dlc_runtime reads "
+                f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}); upgrade dlc-deploy or "
+                "re-export the bundle with a matching version")
+        task = v.get(data, "task", str)
+        if task not in TASKS:
+            raise BundleError(f"{where}: unknown task {task!r} (expected one of {', '.join(TASKS)})"
+                              "; re-export the bundle")
+
+        inp = v.get(data, "input", dict)
+        batch = v.get(inp, "batch", dict, prefix="input.", default={})
+        batch_range = BatchRange(
+            min=v.get(batch, "min", int, prefix="input.batch.", default=1),
+            opt=v.get(batch, "opt", int, prefix="input.batch.", default=8),
+            max=v.get(batch, "max", int, prefix="input.batch.", default=64),
+        )
+        if not 1 <= batch_range.min <= batch_range.opt <= batch_range.max:
+            raise BundleError(f"{where}: input.batch must satisfy 1 <= min <= opt <= max, got "
+                              f"{batch_range.to_dict()}; re-export the bundle")
+        input_spec = InputSpec(
+            dtype=v.get(inp, "dtype", str, prefix="input.", default="uint8"),
+            layout=v.get(inp, "layout", str, prefix="input.", default="NHWC"),
+            color=v.get(inp, "color", str, prefix="input.", default="RGB"),
+            height=v.get(inp, "height", (int, type(None)), prefix="input.", default=None),
+            width=v.get(inp, "width", (int, type(None)), prefix="input.", default=None),
+            batch=batch_range,
+        )
+        if (input_spec.dtype, input_spec.layout, input_spec.color) != ("uint8", "NHWC", "RGB"):
+            raise BundleError(
+                f"{where}: input must be uint8 NHWC RGB, got {input_spec.dtype} "
+                f"{input_spec.layout} {input_spec.color}; re-export the bundle")
+
+        graphs_raw = v.get(data, "graphs", dict)
+        if not graphs_raw:
+            raise BundleError(f"{where}: 'graphs' is empty; re-export the bundle")
+        graphs = {name: _parse_graph(v, name, g) for name, g in graphs_raw.items()}
+
+        exporter_raw = v.get(data, "exporter", dict, default={})
+        multi_animal = v.get(data, "multi_animal", bool, default=False)
+        unique = v.str_list(data, "unique_bodyparts", default=[])
+        if unique and not multi_animal:
+            # DeepLabCut only has a column slot for unique bodyparts in the multi-animal layout.
+            raise BundleError(f"{where}: unique_bodyparts need multi_animal: true (DeepLabCut "
+                              "writes them under individual 'single'); re-export the bundle")
+        return cls(
+            schema_version=version,
+            task=task,
+            scorer=v.get(data, "scorer", str),
+            bodyparts=v.str_list(data, "bodyparts", non_empty=True),
+            unique_bodyparts=unique,
+            individuals=v.str_list(data, "individuals", non_empty=True),
+            multi_animal=multi_animal,
+            input=input_spec,
+            decoder=v.get(data, "decoder", dict, default={}) or {},
+            graphs=graphs,
+            source=v.get(data, "source", dict, default={}) or {},
+            engines=v.get(data, "engines", list, default=[]) or [],
+            parity=v.get(data, "parity", (str, type(None)), default=None),
+            exporter=ExporterInfo(
+                name=str(exporter_raw.get("name", "unknown")),
+                version=str(exporter_raw.get("version", "unknown")),
+            ),
+            created=str(v.get(data, "created", (str, _dt.datetime), default="")),
+        )
+
+
+_MISSING = object()
+
+
+class _Validator:
+    """Small helpers that turn schema violations into one-line BundleErrors."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def get(self, d: dict, key: str, types: type | tuple[type, ...], prefix: str = "",
+            default: Any = _MISSING) -> Any:
+        if key not in d:
+            if default is _MISSING:
+                raise BundleError(f"{self.where}: missing required key '{prefix}{key}'; "
+                                  "re-export the bundle with dlc-deploy")
+            return default
+        value = d[key]
+        types_t = types if isinstance(types, tuple) else (types,)
+        # bool is a subclass of int: do not accept `true` where a number is expected.
+        bad_bool = isinstance(value, bool) and bool not in types_t
+        if bad_bool or not isinstance(value, types_t):
+            names = "/".join("null" if t is type(None) else t.__name__ for t in types_t)
+            raise BundleError(f"{self.where}: '{prefix}{key}' must be {names}, got "
+                              f"{value!r}; fix the manifest or re-export the bundle")
+        return value
+
+    def str_list(self, d: dict, key: str, prefix: str = "", non_empty: bool = False,
+                 default: Any = _MISSING) -> list[str]:
+        value = self.get(d, key, list, prefix=prefix, default=default)
+        if value is None:
+            value = []
+        if non_empty and not value:
+            raise BundleError(f"{self.where}: '{prefix}{key}' is empty; re-export the bundle")
+        if not all(isinstance(x, str) for x in value):
+            raise BundleError(f"{self.where}: '{prefix}{key}' must be a list of strings; "
+                              "re-export the bundle")
+        return list(value)
+
+
+def _parse_tensors(v: _Validator, d: dict, key: str, prefix: str) -> list[TensorSpec]:
+    tensors = []
+    for i, t in enumerate(v.get(d, key, list, prefix=prefix)):
+        p = f"{prefix}{key}[{i}]."
+        if not isinstance(t, dict):
+            raise BundleError(f"{v.where}: '{prefix}{key}[{i}]' must be a mapping; "
+                              "re-export the bundle")
+        tensors.append(TensorSpec(
+            name=v.get(t, "name", str, prefix=p),
+            dtype=v.get(t, "dtype", str, prefix=p),
+            shape=list(v.get(t, "shape", list, prefix=p)),
+        ))
+    return tensors
+
+
+def _parse_graph(v: _Validator, name: str, g: Any) -> GraphSpec:
+    prefix = f"graphs.{name}."
+    if not isinstance(g, dict):
+        raise BundleError(f"{v.where}: 'graphs.{name}' must be a mapping; re-export the bundle")
+    return GraphSpec(
+        file=v.get(g, "file", str, prefix=prefix),
+        opset=v.get(g, "opset", (int, type(None)), prefix=prefix, default=None),
+        inputs=_parse_tensors(v, g, "inputs", prefix),
+        outputs=_parse_tensors(v, g, "outputs", prefix),
+        sha256=v.get(g, "sha256", (str, type(None)), prefix=prefix, default=None),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and writing
+# --------------------------------------------------------------------------------------------
+
+
+def _graph_file(bundle_dir: Path, name: str, spec: GraphSpec, where: str) -> Path:
+    # Graph files must live inside the bundle: a manifest pointing elsewhere is either broken or
+    # hostile, and a bundle has to be movable as one folder.
+    rel = Path(spec.file)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise BundleError(f"{where}: graphs.{name}.file {spec.file!r} must be a path inside the "
+                          "bundle folder; re-export the bundle")
+    return bundle_dir / rel
+
+
+def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest,
+                   fill_sha256: bool = True) -> Path:
+    """Validate ``manifest`` and write ``<bundle_dir>/manifest.yaml`` atomically.
+
+    Args:
+        bundle_dir: the bundle folder (created if missing). Graph files should already be there.
+        manifest: what to write.
+        fill_sha256: record the sha256 of every graph file that exists and has none yet.
+
+    Returns:
+        The path of the written manifest.
+    """
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    target = bundle_dir / MANIFEST_NAME
+    if fill_sha256:
+        for name, spec in manifest.graphs.items():
+            path = _graph_file(bundle_dir, name, spec, str(target))
+            if spec.sha256 is None and path.is_file():
+                spec.sha256 = sha256_file(path)
+    data = manifest.to_dict()
+    # Round-trip through the reader so an exporter can never write what the runtime refuses.
+    Manifest.from_dict(data, where=str(target))
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    atomic_write_bytes(target, text.encode("utf-8"))
+    return target
+
+
+@dataclass
+class Bundle:
+    """A loaded, validated bundle folder. Build it with :meth:`Bundle.load`."""
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], verify_sha256: bool = True) -> Bundle:
+        """Read and validate a bundle.
+
+        Args:
+            path: the bundle folder, or its ``manifest.yaml``.
+            verify_sha256: check graph files against the sha256 recorded in the manifest.
+        """
+        path = Path(path)
+        if path.is_file() and path.name == MANIFEST_NAME:
+            path = path.parent
+        manifest_path = path / MANIFEST_NAME
+        if not path.is_dir():
+            raise BundleError(f"bundle {path} does not exist or is not a folder; pass the "
+                              "folder written by `dlc export`")
+        if not manifest_path.is_file():
+            raise BundleError(f"{manifest_path} is missing: {path} is not a dlc-deploy bundle; "
+                              "pass the folder written by `dlc export`")
+        try:
+            data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"{manifest_path}: not valid YAML ({first}); re-export the "
+                              "bundle") from exc
+        where = str(manifest_path)
+        manifest = Manifest.from_dict(data, where=where)
+        for name, spec in manifest.graphs.items():
+            gpath = _graph_file(path, name, spec, where)
+            if not gpath.is_file():
+                raise BundleError(f"{where}: graph '{name}' file {gpath} is missing; copy the "
+                                  "whole bundle folder or re-export it")
+            if verify_sha256 and spec.sha256:
+                actual = sha256_file(gpath)
+                if actual != spec.sha256:
+                    raise BundleError(
+                        f"{gpath}: sha256 {actual[:12]}... does not match the manifest's "
+                        f"{spec.sha256[:12]}...; the file is corrupt or was replaced, "
+                        "re-export or re-copy the bundle")
+        return cls(path=path, manifest=manifest)
+
+    # Convenience accessors: the pipeline and writers only need these.
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def scorer(self) -> str:
+        return self.manifest.scorer
+
+    @property
+    def bodyparts(self) -> list[str]:
+        return self.manifest.bodyparts
+
+    @property
+    def unique_bodyparts(self) -> list[str]:
+        return self.manifest.unique_bodyparts
+
+    @property
+    def individuals(self) -> list[str]:
+        return self.manifest.individuals
+
+    @property
+    def multi_animal(self) -> bool:
+        return self.manifest.multi_animal
+
+    @property
+    def input(self) -> InputSpec:
+        return self.manifest.input
+
+    @property
+    def graph_paths(self) -> dict[str, Path]:
+        return {name: self.path / g.file for name, g in self.manifest.graphs.items()}
+
+    def graph(self, name: str = "pose") -> GraphSpec:
+        """The spec of graph ``name``; :class:`BundleError` if the bundle has none."""
+        try:
+            return self.manifest.graphs[name]
+        except KeyError:
+            raise BundleError(f"{self.path / MANIFEST_NAME}: no graph named '{name}' (has "
+                              f"{', '.join(self.manifest.graphs)}); re-export the bundle") from None
+
+    def graph_path(self, name: str = "pose") -> Path:
+        return self.path / self.graph(name).file
+
+    def pytorch_config(self) -> dict[str, Any] | None:
+        """The training config shipped for provenance, or ``None`` when the bundle has none."""
+        cfg = self.path / PYTORCH_CONFIG_NAME
+        if not cfg.is_file():
+            return None
+        try:
+            data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            return None  # provenance only: never fail an analysis over it
+        return data if isinstance(data, dict) else None
+
+
+__all__ = [
+    "SCHEMA_VERSION", "SUPPORTED_SCHEMA_VERSIONS", "MANIFEST_NAME", "TASKS",
+    "BatchRange", "InputSpec", "TensorSpec", "GraphSpec", "ExporterInfo", "Manifest",
+    "Bundle", "write_manifest", "sha256_file",
+]

@@ -1,0 +1,236 @@
+"""DeepLabCut-compatible result files: ``.h5``, ``.csv`` and ``_meta.pickle``.
+
+Naming follows DeepLabCut 3: ``<video stem><scorer>.h5`` in the destination folder, key
+``df_with_missing``, columns ``(scorer, bodyparts, coords)`` for single-animal bundles or
+``(scorer, individuals, bodyparts, coords)`` for multi-animal ones (unique bodyparts under the
+individual ``single``), coords ``x, y, likelihood``, integer index = frame number.
+
+Results stream to an HDF5 table in ``<name>.h5.part`` batch by batch (memory stays flat however
+long the video) and are renamed onto the final name only once complete, so an error or a crash
+never leaves a half-written ``.h5`` and never replaces a good previous result with a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dlc_runtime._atomic import _fsync, atomic_path, part_path
+
+H5_KEY = "df_with_missing"
+COORDS = ("x", "y", "likelihood")
+UNIQUE_INDIVIDUAL = "single"
+
+
+@dataclass(frozen=True)
+class ResultPaths:
+    """Where the results of one video go."""
+
+    h5: Path
+    csv: Path
+    meta: Path
+
+    @classmethod
+    def for_video(cls, video_path: str | os.PathLike[str], scorer: str,
+                  dest_folder: str | os.PathLike[str] | None = None) -> ResultPaths:
+        """DeepLabCut naming: ``<dest>/<video stem><scorer>{.h5,.csv,_meta.pickle}``."""
+        video_path = Path(video_path)
+        folder = Path(dest_folder) if dest_folder is not None else video_path.parent
+        prefix = video_path.stem + scorer
+        return cls(h5=folder / f"{prefix}.h5", csv=folder / f"{prefix}.csv",
+                   meta=folder / f"{prefix}_meta.pickle")
+
+
+def make_columns(scorer: str, bodyparts: Sequence[str], individuals: Sequence[str] = ("animal",),
+                 unique_bodyparts: Sequence[str] = (), multi_animal: bool = False) -> pd.MultiIndex:
+    """The DeepLabCut column MultiIndex for these names."""
+    if not multi_animal:
+        if unique_bodyparts:
+            raise ValueError("unique bodyparts need the multi-animal layout (multi_animal=True)")
+        return pd.MultiIndex.from_product([[scorer], list(bodyparts), list(COORDS)],
+                                          names=["scorer", "bodyparts", "coords"])
+    names = ["scorer", "individuals", "bodyparts", "coords"]
+    cols = pd.MultiIndex.from_product([[scorer], list(individuals), list(bodyparts),
+                                       list(COORDS)], names=names)
+    if unique_bodyparts:
+        unique = pd.MultiIndex.from_product([[scorer], [UNIQUE_INDIVIDUAL],
+                                             list(unique_bodyparts), list(COORDS)], names=names)
+        cols = cols.append(unique)
+    return cols
+
+
+class H5Writer:
+    """Append keypoints batch by batch to ``<path>.part``; :meth:`commit` renames it to ``path``.
+
+    Args:
+        path: the final ``.h5`` path.
+        scorer, bodyparts, individuals, unique_bodyparts, multi_animal: the column layout
+            (see :func:`make_columns`).
+
+    Used as a context manager it commits on success and removes the ``.part`` file on error.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], scorer: str, bodyparts: Sequence[str],
+                 individuals: Sequence[str] = ("animal",), unique_bodyparts: Sequence[str] = (),
+                 multi_animal: bool = False) -> None:
+        self.path = Path(path)
+        self.part = part_path(self.path)
+        self.columns = make_columns(scorer, bodyparts, individuals, unique_bodyparts, multi_animal)
+        self.n_individuals = len(individuals) if multi_animal else 1
+        self.n_bodyparts = len(bodyparts)
+        self.n_unique = len(unique_bodyparts)
+        self.n_rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # mode="w" also discards a stale .part left by a crashed earlier run.
+        self._store: pd.HDFStore | None = pd.HDFStore(self.part, mode="w")
+        self._committed = False
+
+    def append(self, frame_indices: np.ndarray, keypoints: np.ndarray,
+               unique_keypoints: np.ndarray | None = None) -> None:
+        """Append one batch.
+
+        Args:
+            frame_indices: (B,) frame numbers (the h5 index).
+            keypoints: (B, N, K, 3) x, y, likelihood; individuals beyond the layout's are dropped
+                (as DeepLabCut does).
+            unique_keypoints: (B, U, 3) or (B, 1, U, 3) when the layout has unique bodyparts.
+        """
+        if self._store is None:
+            raise RuntimeError(f"{self.path}: writer already closed")
+        kp = np.asarray(keypoints)
+        b = len(frame_indices)
+        if kp.ndim != 4 or kp.shape[0] != b or kp.shape[2:] != (self.n_bodyparts, 3) \
+                or kp.shape[1] < self.n_individuals:
+            raise ValueError(f"keypoints must be (B={b}, N>={self.n_individuals}, "
+                             f"K={self.n_bodyparts}, 3), got {kp.shape}")
+        # float64 like DeepLabCut's files, so downstream tools see the dtype they expect.
+        parts = [kp[:, : self.n_individuals].reshape(b, -1).astype(np.float64)]
+        if self.n_unique:
+            if unique_keypoints is None:
+                raise ValueError(f"{self.path}: the layout has {self.n_unique} unique bodyparts "
+                                 "but no unique_keypoints were given")
+            u = np.asarray(unique_keypoints).reshape(b, -1)
+            if u.shape[1] != self.n_unique * 3:
+                raise ValueError(f"unique_keypoints must hold {self.n_unique} x 3 values per "
+                                 f"frame, got {np.asarray(unique_keypoints).shape}")
+            parts.append(u.astype(np.float64))
+        values = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        df = pd.DataFrame(values, columns=self.columns,
+                          index=np.asarray(frame_indices, dtype=np.int64))
+        # index=False: building the table index once in commit() is much cheaper than per batch.
+        self._store.append(H5_KEY, df, format="table", index=False)
+        self.n_rows += b
+
+    def commit(self) -> Path:
+        """Finish the table and atomically move it onto the final path."""
+        if self._committed:
+            return self.path
+        if self._store is None:
+            raise RuntimeError(f"{self.path}: writer was aborted")
+        if self.n_rows == 0:
+            # An empty result is written too (DLC does), as an empty frame with the right columns.
+            self._store.put(H5_KEY, pd.DataFrame(columns=self.columns, dtype=np.float64),
+                            format="table")
+        else:
+            self._store.create_table_index(H5_KEY)
+        self._store.close()
+        self._store = None
+        _fsync(self.part)
+        os.replace(self.part, self.path)
+        self._committed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial result; the final path (and any previous result there) is untouched."""
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+            self._store = None
+        if not self._committed:
+            with contextlib.suppress(FileNotFoundError):
+                self.part.unlink()
+
+    def __enter__(self) -> H5Writer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_csv_from_h5(h5_path: str | os.PathLike[str], csv_path: str | os.PathLike[str],
+                      chunksize: int = 10_000) -> Path:
+    """Write the DeepLabCut ``.csv`` of a result ``.h5`` in chunks, atomically.
+
+    The output is byte-identical to ``pd.read_hdf(h5).to_csv(csv)`` (three header rows then one
+    row per frame) without ever holding the whole table in memory.
+    """
+    csv_path = Path(csv_path)
+    with atomic_path(csv_path) as tmp, pd.HDFStore(h5_path, mode="r") as store:
+        nrows = store.get_storer(H5_KEY).nrows or 0
+        if nrows == 0:
+            store.select(H5_KEY).to_csv(tmp)
+        else:
+            with open(tmp, "w", newline="") as fh:
+                for i, chunk in enumerate(store.select(H5_KEY, chunksize=chunksize)):
+                    chunk.to_csv(fh, header=(i == 0))
+    return csv_path
+
+
+def write_meta_pickle(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    """Write ``{"data": data}`` (DeepLabCut's ``_meta.pickle`` layout) atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pickle.dump({"data": data}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return Path(path)
+
+
+def build_meta(*, start: float, stop: float, scorer: str, fps: float, batch_size: int,
+               width: int, height: int, nframes: int, bodyparts: Sequence[str],
+               unique_bodyparts: Sequence[str], individuals: Sequence[str],
+               pytorch_config: dict[str, Any] | None = None, iteration: int | None = None,
+               train_fraction: float | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``data`` dict of ``_meta.pickle`` with DeepLabCut 3's keys.
+
+    DeepLabCut 3 (``pose_estimation_pytorch/apis/analyze_videos.py``) stores
+    ``frame_dimensions`` as ``(w, h)`` and ``cropping_parameters`` as ``[0, w, 0, h]`` when not
+    cropping; we match it. (DeepLabCut 2's TensorFlow code stored ``(h, w)``.)
+    """
+    data: dict[str, Any] = {
+        "start": start,
+        "stop": stop,
+        "run_duration": stop - start,
+        "Scorer": scorer,
+        "pytorch-config": pytorch_config,
+        "fps": fps,
+        "batch_size": batch_size,
+        "frame_dimensions": (width, height),
+        "nframes": nframes,
+        # Unknown unless the exporter recorded them in the manifest's `source`.
+        "iteration (active-learning)": iteration,
+        "training set fraction": train_fraction,
+        "cropping": False,
+        "cropping_parameters": [0, width, 0, height],
+        "bodyparts": list(bodyparts),
+        "unique_bodyparts": list(unique_bodyparts),
+        "individuals": list(individuals),
+    }
+    if extra:
+        data.update(extra)
+    return data
+
+
+__all__ = ["H5_KEY", "COORDS", "ResultPaths", "make_columns", "H5Writer", "write_csv_from_h5",
+           "write_meta_pickle", "build_meta"]

@@ -1,0 +1,102 @@
+"""Bottom-up pose pipeline: whole frames in, keypoints out, decoding done inside the graph."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dlc_runtime.errors import BackendError, BundleError, VideoError
+from dlc_runtime.pipelines.base import PoseResult, register_pipeline
+
+if TYPE_CHECKING:
+    from dlc_runtime.backends.base import Backend
+    from dlc_runtime.bundle import Bundle
+
+KEYPOINTS = "keypoints"
+UNIQUE_KEYPOINTS = "unique_keypoints"
+
+
+@register_pipeline("bottom_up")
+class BottomUpPipeline:
+    """Runs the pose graph of a bottom-up bundle on batches of frames.
+
+    Args:
+        bundle: a loaded ``bottom_up`` bundle.
+        backend: the backend running its ``pose`` graph.
+    """
+
+    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+        where = f"{bundle.path}"
+        if bundle.task != "bottom_up":
+            raise BundleError(f"{where}: BottomUpPipeline needs a bottom_up bundle, got "
+                              f"'{bundle.task}'")
+        if bundle.multi_animal and len(bundle.individuals) > 1:
+            # Several animals need assembly + identity/tracking on the host; that is a later step.
+            raise BundleError(f"{where}: multi-animal bottom-up bundles ({len(bundle.individuals)}"
+                              " individuals) are not supported by this dlc_runtime yet; use a "
+                              "single-animal bundle or upgrade dlc-deploy")
+        graph = bundle.graph("pose")
+        if graph.output(KEYPOINTS) is None:
+            raise BundleError(f"{where}: the pose graph has no '{KEYPOINTS}' output (outputs: "
+                              f"{[o.name for o in graph.outputs]}); re-export the bundle")
+        self.bundle = bundle
+        self.backend = backend
+        self.batch = bundle.input.batch
+        self.n_bodyparts = len(bundle.bodyparts)
+        self.want_unique = bool(bundle.unique_bodyparts)
+        if self.want_unique and graph.output(UNIQUE_KEYPOINTS) is None:
+            raise BundleError(f"{where}: the manifest lists unique bodyparts but the pose graph "
+                              f"has no '{UNIQUE_KEYPOINTS}' output; re-export the bundle")
+
+    def check_frame_size(self, width: int, height: int, source: str = "video") -> None:
+        """Refuse frames a fixed-size graph cannot take (dynamic graphs take any size)."""
+        spec = self.bundle.input
+        if spec.dynamic_size:
+            return
+        if (spec.width, spec.height) != (width, height):
+            raise VideoError(f"{source} is {width}x{height} but bundle {self.bundle.path} was "
+                             f"exported for {spec.width}x{spec.height} frames; re-export with a "
+                             "dynamic input size or resize the video")
+
+    # preprocess -> inference -> postprocess --------------------------------------------------
+    def preprocess(self, frames: np.ndarray) -> tuple[np.ndarray, int]:
+        """Pad a batch up to the graph's minimum batch size (static-batch engines need it).
+
+        Cast, normalisation and resizing happen inside the graph: only uint8 crosses over.
+        """
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        n = len(frames)
+        if n < self.batch.min:
+            pad = np.repeat(frames[-1:], self.batch.min - n, axis=0)
+            frames = np.concatenate([frames, pad])
+        return frames, n
+
+    def inference(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return self.backend.run(images)
+
+    def postprocess(self, outputs: dict[str, np.ndarray], n_valid: int) -> PoseResult:
+        kp = outputs.get(KEYPOINTS)
+        if kp is None or kp.ndim != 4 or kp.shape[2:] != (self.n_bodyparts, 3):
+            shape = None if kp is None else kp.shape
+            raise BackendError(f"pose graph of {self.bundle.path} returned keypoints of shape "
+                               f"{shape}, expected (B, N, {self.n_bodyparts}, 3); re-export it")
+        unique = outputs.get(UNIQUE_KEYPOINTS) if self.want_unique else None
+        return PoseResult(
+            keypoints=kp[:n_valid].astype(np.float32, copy=False),
+            unique_keypoints=None if unique is None else unique[:n_valid],
+        )
+
+    def __call__(self, frames: np.ndarray) -> PoseResult:
+        """Keypoints of a (B, H, W, 3) uint8 RGB batch of any size B >= 1."""
+        if len(frames) > self.batch.max:
+            # Split rather than fail: the caller's batch size is a throughput knob, not a contract.
+            parts = [self(frames[i: i + self.batch.max])
+                     for i in range(0, len(frames), self.batch.max)]
+            return PoseResult(
+                keypoints=np.concatenate([p.keypoints for p in parts]),
+                unique_keypoints=None if parts[0].unique_keypoints is None else
+                np.concatenate([p.unique_keypoints for p in parts]),  # type: ignore[misc]
+            )
+        images, n_valid = self.preprocess(frames)
+        return self.postprocess(self.inference(images), n_valid)

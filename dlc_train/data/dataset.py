@@ -1,0 +1,89 @@
+"""PoseDataset: (image path, keypoints) samples -> augmented, normalized tensors."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dlc_train.data.transforms import Compose
+
+
+class PoseDataset(Dataset):
+    """Args:
+        samples: [(image path, keypoints (N, K, 3))]; visibility <= 0 marks unlabeled.
+        transform: a pipeline from ``build_transforms`` (None: no augmentation, raw pixels).
+        bodyparts: bodypart names (K), for reference and checks.
+        unique_keypoints: optional per-sample (U, 3) arrays (multi-animal unique bodyparts).
+        seed: base seed; item ``i`` of epoch ``e`` is augmented with ``(seed, e, i)`` so runs
+            are reproducible whatever the number of dataloader workers.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str, np.ndarray]], transform: Compose | None,
+                 bodyparts: Sequence[str], unique_keypoints: Sequence[np.ndarray] | None = None,
+                 seed: int = 0):
+        self.samples = [(str(p), np.asarray(k, dtype=np.float32)) for p, k in samples]
+        self.transform = transform
+        self.bodyparts = list(bodyparts)
+        self.unique_keypoints = list(unique_keypoints) if unique_keypoints is not None else None
+        self.seed = int(seed)
+        self.epoch = 0
+        for path, kps in self.samples:
+            if kps.ndim != 3 or kps.shape[1:] != (len(self.bodyparts), 3):
+                raise ValueError(f"keypoints of {path} have shape {kps.shape}, expected "
+                                 f"(N, {len(self.bodyparts)}, 3)")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Changes the augmentation draws from one epoch to the next."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, kps = self.samples[index]
+        image = read_image(path)
+        arrays = [kps.copy()]
+        if self.unique_keypoints is not None:
+            arrays.append(np.asarray(self.unique_keypoints[index], dtype=np.float32).copy())
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, arrays = self.transform(image, arrays, rng)
+        image = np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1))
+        annotations = {"keypoints": torch.from_numpy(np.ascontiguousarray(arrays[0]))}
+        if self.unique_keypoints is not None:
+            annotations["keypoints_unique"] = torch.from_numpy(np.ascontiguousarray(arrays[1]))
+        return {"image": torch.from_numpy(image), "annotations": annotations, "path": path}
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Reads an image as RGB uint8 (H, W, 3); a clear error when it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stacks items into a batch.
+
+    crop_sampling / resize give every image the same size. When sizes differ (e.g. evaluation on
+    full frames of mixed sizes) images are zero-padded at the bottom/right to the largest H and
+    W: keypoints stay valid because padding there moves no pixel. Zero is the normalized value
+    of the ImageNet mean, i.e. a neutral grey, not black.
+    """
+    heights = [item["image"].shape[1] for item in batch]
+    widths = [item["image"].shape[2] for item in batch]
+    h, w = max(heights), max(widths)
+    images = torch.zeros((len(batch), 3, h, w), dtype=torch.float32)
+    for i, item in enumerate(batch):
+        _, ih, iw = item["image"].shape
+        images[i, :, :ih, :iw] = item["image"]
+    annotations = {key: torch.stack([item["annotations"][key] for item in batch])
+                   for key in batch[0]["annotations"]}
+    return {"image": images, "annotations": annotations,
+            "path": [item["path"] for item in batch],
+            "image_size": torch.tensor([[ih, iw] for ih, iw in zip(heights, widths)])}

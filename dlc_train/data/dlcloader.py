@@ -1,0 +1,145 @@
+"""Train/test split and folders of one DeepLabCut shuffle.
+
+Folder names follow DeepLabCut 3 exactly, so a shuffle made here sits where DeepLabCut looks:
+- split: ``training-datasets/iteration-<i>/UnaugmentedDataSet_<Task><date>/
+  Documentation_data-<Task>_<pct>shuffle<n>.yaml``
+- model: ``dlc-models-pytorch/iteration-<i>/<Task><date>-trainset<pct>shuffle<n>/train/``
+with ``pct = int(100 * TrainingFraction[trainset_index])`` as DeepLabCut computes it.
+
+DeepLabCut stores the split in a pickle; we store a YAML with the image paths (readable, no
+pickle loading). The permutation is seeded by the shuffle number, so it is reproducible but not
+DeepLabCut's own (which comes from numpy's global RNG).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dlc_train.data.project import LabeledData, Project, ProjectError, load_labels, load_project
+
+Sample = tuple[str, np.ndarray]  # (absolute image path, keypoints (N, K, 3))
+
+
+class DLCLoader:
+    """One shuffle of a DeepLabCut project.
+
+    Args:
+        config_path: the project's config.yaml (or its folder).
+        shuffle: the shuffle number (seeds the split).
+        trainset_index: index into the config's ``TrainingFraction``.
+    """
+
+    def __init__(self, config_path: str | Path, shuffle: int = 1, trainset_index: int = 0):
+        self.project: Project = load_project(config_path)
+        self.shuffle = int(shuffle)
+        self.trainset_index = int(trainset_index)
+        fractions = self.project.training_fractions
+        if not 0 <= self.trainset_index < len(fractions):
+            raise ProjectError(f"trainset_index {trainset_index} out of range: TrainingFraction "
+                               f"has {len(fractions)} entries")
+        self.train_fraction = float(fractions[self.trainset_index])
+        if not 0 < self.train_fraction <= 1:
+            raise ProjectError(f"TrainingFraction {self.train_fraction} must be in (0, 1]")
+        self.labels: LabeledData = load_labels(self.project)
+        self.train_images, self.test_images = self._load_or_make_split()
+
+    # -- names -------------------------------------------------------------------------------
+    @property
+    def train_pct(self) -> int:
+        # int() rather than round(): DeepLabCut's folder names use int(100 * fraction).
+        return int(self.train_fraction * 100)
+
+    @property
+    def training_dataset_dir(self) -> Path:
+        p = self.project
+        return (p.project_path / "training-datasets" / f"iteration-{p.iteration}"
+                / f"UnaugmentedDataSet_{p.task}{p.date}")
+
+    @property
+    def split_path(self) -> Path:
+        name = f"Documentation_data-{self.project.task}_{self.train_pct}shuffle{self.shuffle}.yaml"
+        return self.training_dataset_dir / name
+
+    @property
+    def model_folder(self) -> Path:
+        p = self.project
+        return (p.project_path / "dlc-models-pytorch" / f"iteration-{p.iteration}"
+                / f"{p.task}{p.date}-trainset{self.train_pct}shuffle{self.shuffle}")
+
+    @property
+    def train_folder(self) -> Path:
+        """Where pytorch_config.yaml and the snapshots live."""
+        return self.model_folder / "train"
+
+    @property
+    def pose_config_path(self) -> Path:
+        return self.train_folder / "pytorch_config.yaml"
+
+    # -- split -------------------------------------------------------------------------------
+    def _make_split(self) -> tuple[list[str], list[str]]:
+        paths = self.labels.image_paths
+        n_train = int(len(paths) * round(self.train_fraction, 2))
+        order = np.random.default_rng(self.shuffle).permutation(len(paths))
+        train = sorted(paths[i] for i in order[:n_train])
+        test = sorted(paths[i] for i in order[n_train:])
+        return train, test
+
+    def _load_or_make_split(self) -> tuple[list[str], list[str]]:
+        path = self.split_path
+        if path.is_file():
+            try:
+                with open(path, encoding="utf-8") as f:
+                    doc = yaml.safe_load(f)
+                train, test = list(doc["train_images"]), list(doc["test_images"] or [])
+            except (yaml.YAMLError, KeyError, TypeError):
+                raise ProjectError(f"malformed split file {path}: delete it to make a new "
+                                   "split") from None
+            known = set(self.labels.image_paths)
+            missing = [p for p in train + test if p not in known]
+            if missing:
+                raise ProjectError(f"split file {path} names {len(missing)} images without "
+                                   f"labels (e.g. {missing[0]}); delete it to make a new split")
+            return train, test
+        train, test = self._make_split()
+        doc = {"shuffle": self.shuffle, "train_fraction": self.train_fraction,
+               "trainset_index": self.trainset_index, "train_images": train,
+               "test_images": test}
+        _atomic_write_yaml(path, doc)
+        return train, test
+
+    # -- samples -----------------------------------------------------------------------------
+    def _samples(self, images: list[str]) -> list[Sample]:
+        index = {p: i for i, p in enumerate(self.labels.image_paths)}
+        root = self.project.project_path
+        return [(str(root / p), self.labels.keypoints[index[p]].copy()) for p in images]
+
+    def train_samples(self) -> list[Sample]:
+        """[(image path, keypoints (N, K, 3) with vis 0 where unlabeled)] of the train split."""
+        return self._samples(self.train_images)
+
+    def test_samples(self) -> list[Sample]:
+        return self._samples(self.test_images)
+
+    def unique_keypoints(self, image_path: str) -> np.ndarray | None:
+        """(U, 3) unique-bodypart keypoints of one image (None when the project has none)."""
+        if self.labels.unique_keypoints is None:
+            return None
+        rel = Path(image_path).relative_to(self.project.project_path).as_posix()
+        return self.labels.unique_keypoints[self.labels.image_paths.index(rel)].copy()
+
+
+def _atomic_write_yaml(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(doc, f, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,67 @@
+"""dlc_runtime must run with torch, dlc_train and dlc_export unimportable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dlc_runtime.testing import make_test_video, make_toy_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    BLOCKED = ("torch", "dlc_train", "dlc_export")
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+
+    import dlc_runtime
+    from dlc_runtime import analyze_video
+
+    res = analyze_video(sys.argv[1], sys.argv[2], save_as_csv=True, progress=False)
+    assert res.n_frames == 6, res
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    assert not leaked, leaked
+    print("OK", res.fps)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("iso")
+    # Built in this (torch-allowed) process: onnx is a test-time dependency only.
+    return make_toy_bundle(folder / "toy.bundle"), make_test_video(folder / "v.mp4", n_frames=6)
+
+
+def test_runtime_runs_without_torch(inputs: tuple[Path, Path]) -> None:
+    bundle, video = inputs
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(bundle), str(video)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("OK")
+
+
+def test_runtime_sources_do_not_import_forbidden_packages() -> None:
+    # Static belt to the dynamic braces above: catches imports on paths the test does not run.
+    import re
+
+    pattern = re.compile(r"^\s*(import|from)\s+(torch|dlc_train|dlc_export)\b", re.M)
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "dlc_runtime").rglob("*.py")
+                 if pattern.search(p.read_text())]
+    assert not offenders, offenders
