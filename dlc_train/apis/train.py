@@ -1,7 +1,6 @@
 """train_network: train one shuffle of a DeepLabCut project, as ``deeplabcut.train_network``."""
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,24 +17,17 @@ from dlc_train.runners.train import PoseTrainingRunner, seed_everything
 logger = logging.getLogger(__name__)
 
 
-def deep_update(base: dict, updates: dict) -> dict:
-    """A copy of ``base`` with ``updates`` merged in (nested dicts merge; other values replace)."""
-    out = copy.deepcopy(base)
-    for key, value in (updates or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def load_or_make_pose_config(loader: DLCLoader, net_type: str | None = None) -> dict:
     """The shuffle's pytorch_config.yaml; made (and written) from the project when missing."""
     from dlc_train.config import make_pytorch_pose_config, read_config_as_dict, write_config
 
     path = loader.pose_config_path
     if path.is_file():
-        return read_config_as_dict(path)
+        cfg = read_config_as_dict(path)
+        if net_type and cfg.get("net_type") != net_type:
+            raise ValueError(f"{path} is a {cfg.get('net_type')} config; net_type {net_type} "
+                             "conflicts with it: train another shuffle or delete that folder")
+        return cfg
     cfg = make_pytorch_pose_config(loader.project.cfg, path, net_type=net_type)
     write_config(path, cfg)
     logger.info("wrote %s", path)
@@ -89,18 +81,19 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
         resume: continue from the latest snapshot in the train folder (or from
             ``resume_training_from`` when the config sets it).
         max_train_images: use only the first N training images (quick runs, tests).
-        pytorch_config_overrides: nested dict merged into the pytorch_config; when given, the
-            merged config is written back so that the snapshots and their config agree.
+        pytorch_config_overrides: values merged into the pytorch_config (dotted keys such as
+            ``"runner.eval_interval"`` or nested dicts); when given, the merged config is
+            written back so that the snapshots and their config agree.
         net_type: architecture used when the pytorch_config.yaml has to be made.
     """
     import dlc_train.models  # noqa: F401  (registers every component)
-    from dlc_train.config import write_config
+    from dlc_train.config import update_config, write_config
     from dlc_train.models.model import PoseModel
 
     loader = DLCLoader(config_path, shuffle=shuffle, trainset_index=trainset_index)
     cfg = load_or_make_pose_config(loader, net_type=net_type)
     if pytorch_config_overrides:
-        cfg = deep_update(cfg, pytorch_config_overrides)
+        cfg = update_config(cfg, pytorch_config_overrides)
         write_config(loader.pose_config_path, cfg)
     settings = cfg.setdefault("train_settings", {})
     if epochs is not None:

@@ -79,14 +79,21 @@ def write_config(path: str | Path, cfg: dict, header: str | None = _POSE_CONFIG_
 
 
 def update_config(cfg: dict, updates: dict[str, Any]) -> dict:
-    """Returns a copy of ``cfg`` with dotted keys set, e.g. {"train_settings.epochs": 5}."""
+    """Returns a copy of ``cfg`` with ``updates`` applied.
+
+    Keys may be dotted paths (``{"train_settings.epochs": 5}``). Where both the old and the new
+    value are mappings they merge recursively; any other value replaces the old one.
+    """
     cfg = copy.deepcopy(cfg)
-    for dotted, value in updates.items():
+    for dotted, value in (updates or {}).items():
         node = cfg
         *parents, leaf = dotted.split(".")
         for key in parents:
             if not isinstance(node.get(key), dict):
                 node[key] = {}
             node = node[key]
-        node[leaf] = value
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = update_config(node[leaf], value)
+        else:
+            node[leaf] = copy.deepcopy(value)
     return cfg

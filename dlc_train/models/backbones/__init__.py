@@ -1,1 +1,2 @@
 from dlc_train.models.backbones.base import BACKBONES, BaseBackbone
+from dlc_train.models.backbones.resnet import ResNet

@@ -1,1 +1,2 @@
 from dlc_train.models.predictors.base import PREDICTORS, BasePredictor
+from dlc_train.models.predictors.heatmap import HeatmapPredictor
