@@ -13,13 +13,14 @@ from typing import Callable
 from dlc_train.task import Task
 
 # ResNet net_types: DeepLabCut's resnet_50 is timm's resnet50_gn (GroupNorm); resnet_101 uses
-# BatchNorm. resnet_18/34 are ours: small backbones for CPU training (same head, same layout).
+# BatchNorm. resnet_18/34/tiny are ours: small backbones for CPU training (same head, layout).
 _RESNETS = {
     "resnet_18": ("resnet18", 512),
     "resnet_34": ("resnet34", 512),
     "resnet_50": ("resnet50_gn", 2048),
     "resnet_101": ("resnet101", 2048),
     "resnet_152": ("resnet152", 2048),
+    "resnet_tiny": ("resnet_tiny", 128),
 }
 
 

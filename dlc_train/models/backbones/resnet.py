@@ -119,6 +119,7 @@ class ResNetSpec:
     block: type[nn.Module]
     layers: tuple[int, int, int, int]
     norm: str = "batchnorm"
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)  # planes per stage; stem = widths[0]
 
 
 RESNET_SPECS: dict[str, ResNetSpec] = {
@@ -128,6 +129,10 @@ RESNET_SPECS: dict[str, ResNetSpec] = {
     "resnet101": ResNetSpec(Bottleneck, (3, 4, 23, 3)),
     "resnet152": ResNetSpec(Bottleneck, (3, 8, 36, 3)),
     "resnet50_gn": ResNetSpec(Bottleneck, (3, 4, 6, 3), norm="groupnorm"),
+    # Ours, not timm's: a narrow, one-block-per-stage ResNet (~1/30 of resnet18's compute) that
+    # trains from scratch on 2 CPU cores in minutes. It drives `dlc demo` and fast tests; the
+    # layout (conv1/bn1/layerN) is the family's, so everything downstream treats it the same.
+    "resnet_tiny": ResNetSpec(BasicBlock, (1, 1, 1, 1), widths=(16, 32, 64, 128)),
 }
 
 
@@ -145,12 +150,14 @@ class ResNetFeatures(nn.Module):
 
     def __init__(self, block: type[nn.Module], layers: tuple[int, ...], output_stride: int = 32,
                  norm_layer: NormFactory = nn.BatchNorm2d, drop_path_rate: float = 0.0,
-                 drop_block_rate: float = 0.0):
+                 drop_block_rate: float = 0.0,
+                 widths: tuple[int, ...] = (64, 128, 256, 512)):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(64)
+        stem = widths[0]
+        self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(stem)
         self.act1 = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
@@ -159,8 +166,8 @@ class ResNetFeatures(nn.Module):
                        (drop_block_rate, 3, 1.00) if drop_block_rate else None]
         total_blocks = sum(layers)
         block_idx_net = 0
-        inplanes, net_stride, dilation, prev_dilation = 64, 4, 1, 1
-        for stage_idx, (planes, num_blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+        inplanes, net_stride, dilation, prev_dilation = stem, 4, 1, 1
+        for stage_idx, (planes, num_blocks) in enumerate(zip(widths, layers)):
             stride = 1 if stage_idx == 0 else 2
             if net_stride >= output_stride:
                 dilation *= stride
@@ -219,7 +226,8 @@ class ResNet(BaseBackbone):
     """ResNet backbone, DeepLabCut 3's ``ResNet`` (keys under ``model.``).
 
     Args:
-        model_name: resnet18, resnet34, resnet50, resnet101, resnet152 or resnet50_gn (a timm
+        model_name: resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_gn or our
+            resnet_tiny (a timm
             pretrained tag such as ``resnet50.a1_in1k`` is accepted; the tag is ignored).
         output_stride: 8, 16 or 32.
         pretrained: ImageNet weights are not available offline; True only logs a warning.
@@ -244,7 +252,7 @@ class ResNet(BaseBackbone):
         self.model = ResNetFeatures(spec.block, spec.layers, output_stride=output_stride,
                                     norm_layer=get_norm_layer(spec.norm),
                                     drop_path_rate=drop_path_rate,
-                                    drop_block_rate=drop_block_rate)
+                                    drop_block_rate=drop_block_rate, widths=spec.widths)
         if pretrained:
             logger.warning("ImageNet weights for %s are not available offline; the backbone "
                            "starts from random initialization (load a snapshot instead).",
