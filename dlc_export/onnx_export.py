@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -35,7 +36,11 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The legacy exporter is chosen on purpose (see above); its deprecation and tracer
+            # notes (shape checks inside GroupNorm) are noise for users.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(module.eval(), (example,), tmp, dynamo=False,
                               opset_version=opset, input_names=[input_name],
                               output_names=list(output_names), dynamic_axes=dynamic_axes,

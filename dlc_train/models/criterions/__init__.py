@@ -5,3 +5,5 @@ from dlc_train.models.criterions.weighted import (
     WeightedHuberCriterion,
     WeightedMSECriterion,
 )
+from dlc_train.models.criterions.kl import KLDiscreteLoss
+from dlc_train.models.criterions.dekr import DEKRHeatmapLoss, DEKROffsetLoss

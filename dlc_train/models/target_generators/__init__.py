@@ -4,3 +4,6 @@ from dlc_train.models.target_generators.heatmap_targets import (
     HeatmapGenerator,
     HeatmapPlateauGenerator,
 )
+from dlc_train.models.target_generators.simcc_targets import SimCCGenerator
+from dlc_train.models.target_generators.dekr_targets import DEKRGenerator
+from dlc_train.models.target_generators.paf_targets import PartAffinityFieldGenerator, SequentialGenerator
