@@ -26,7 +26,7 @@ def _user_error_types() -> tuple[type, ...]:
         cls = getattr(module, class_name, None) if module else None
         if isinstance(cls, type):
             found.append(cls)
-    return tuple(found) + (FileNotFoundError,)
+    return tuple(found) + (FileNotFoundError, FileExistsError)
 
 
 def one_line_errors(command):

@@ -14,3 +14,24 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared not checked out beside the project)")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The real `dlc demo` path (generate -> train -> export -> analyze), run once per session."""
+    from dlc_cli.demo import run_demo
+
+    output = tmp_path_factory.mktemp("demo") / "dlc-demo"
+    result = run_demo(output, seed=0, echo=lambda _: None)
+    return output, result
+
+
+@pytest.fixture(scope="session")
+def openfield_copy(tmp_path_factory):
+    """A writable copy of the openfield example project (never write into ../shared)."""
+    import shutil
+
+    src = require(OPENFIELD)
+    dest = tmp_path_factory.mktemp("openfield") / src.name
+    shutil.copytree(src, dest)
+    return dest

@@ -1,0 +1,94 @@
+"""The `dlc` command: analyze with a real bundle, and one-line errors with a non-zero exit."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dlc_cli.main import cli
+
+
+def _invoke(args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _assert_one_line_error(result, fragment: str):
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def demo_bundle(demo_run, tmp_path):
+    _, result = demo_run
+    bundle = tmp_path / "copy.bundle"
+    shutil.copytree(result.bundle_dir, bundle)
+    return bundle
+
+
+def test_analyze_writes_h5_csv_and_meta(demo_run, tmp_path):
+    output, result = demo_run
+    video = next((output / "project").glob("*/videos/*.mp4"))
+    res = _invoke(["analyze", result.bundle_dir, video, "--dest", tmp_path, "--save-as-csv",
+                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    h5 = next(tmp_path.glob("*.h5"))
+    assert len(pd.read_hdf(h5, "df_with_missing")) == 300
+    assert len(list(tmp_path.glob("*.csv"))) == 1
+    assert len(list(tmp_path.glob("*_meta.pickle"))) == 1
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_corrupt_video_is_a_one_line_error(demo_bundle, tmp_path):
+    video = tmp_path / "corrupt.mp4"
+    video.write_bytes(bytes(range(256)) * 400)
+    res = _invoke(["analyze", demo_bundle, video, "--dest", tmp_path, "--no-progress"])
+    _assert_one_line_error(res, "corrupt.mp4")
+    assert not list(tmp_path.glob("*.h5*"))
+
+
+def test_missing_bundle_file_is_a_one_line_error(demo_run, demo_bundle, tmp_path):
+    output, _ = demo_run
+    (demo_bundle / "pose.onnx").unlink()
+    video = next((output / "project").glob("*/videos/*.mp4"))
+    res = _invoke(["analyze", demo_bundle, video, "--dest", tmp_path, "--no-progress"])
+    _assert_one_line_error(res, "pose.onnx")
+    res = _invoke(["analyze", tmp_path / "no-such.bundle", video, "--no-progress"])
+    _assert_one_line_error(res, "no-such.bundle")
+
+
+def test_malformed_project_config_is_a_one_line_error(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("Task: x\nbodyparts: [snout, tail\nscorer: me\n")
+    _assert_one_line_error(_invoke(["train", config, "--epochs", "1"]), "config.yaml")
+    _assert_one_line_error(_invoke(["train", tmp_path / "absent" / "config.yaml"]),
+                           "config.yaml")
+
+
+def test_bad_snapshots_are_one_line_errors(demo_run, tmp_path):
+    output, result = demo_run
+    train_dir = next((output / "project").glob("*/dlc-models-pytorch/*/*/train"))
+    snapshot = next(train_dir.glob("snapshot-*.pt"))
+    truncated = tmp_path / "snapshot-010.pt"
+    truncated.write_bytes(snapshot.read_bytes()[: snapshot.stat().st_size // 2])
+    shutil.copy(train_dir / "pytorch_config.yaml", tmp_path / "pytorch_config.yaml")
+    _assert_one_line_error(_invoke(["export", truncated, "-o", tmp_path / "b.bundle"]),
+                           "snapshot-010.pt")
+
+    # A snapshot of another architecture for this config.
+    from dlc_train.config import make_pytorch_pose_config, read_config_as_dict
+    from dlc_train.models import PoseModel
+
+    cfg = read_config_as_dict(train_dir / "pytorch_config.yaml")
+    project = {"bodyparts": cfg["metadata"]["bodyparts"], "multianimalproject": False}
+    other = PoseModel.build(make_pytorch_pose_config(project, "x.yaml", "resnet_18")["model"])
+    wrong = tmp_path / "snapshot-020.pt"
+    torch.save({"metadata": {"epoch": 20}, "model": other.state_dict()}, wrong)
+    res = _invoke(["export", wrong, "-o", tmp_path / "c.bundle"])
+    _assert_one_line_error(res, "does not fit")
+    assert not (tmp_path / "b.bundle").exists() and not (tmp_path / "c.bundle").exists()
