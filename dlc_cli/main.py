@@ -72,15 +72,23 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
               help="Largest keypoint difference in pixels the parity check accepts.")
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even when parity exceeds the tolerance.")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torch"]), default="onnx",
+              show_default=True,
+              help="onnx: pose.onnx only; torch: also a TorchScript artifact (GPUs without "
+                   "TensorRT). Every bundle has pose.onnx.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
+              show_default=True, help="Precision of the torch artifact.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where torch artifacts are traced and checked (cuda for fp16 on a GPU).")
 @one_line_errors
 def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, output, frames,
-           tolerance, allow_parity_failure, fmt):
+           tolerance, allow_parity_failure, fmt, precision, device):
     """Export a snapshot to a bundle (SOURCE: a project config.yaml or a snapshot .pt)."""
     from dlc_export import export_bundle, export_from_project
 
     common = dict(frames=frames, tolerance_px=tolerance,
-                  allow_parity_failure=allow_parity_failure)
+                  allow_parity_failure=allow_parity_failure, device=device,
+                  torch_precisions=(precision,) if fmt == "torch" else ())
     if source.suffix == ".pt":
         config = pytorch_config or source.parent / "pytorch_config.yaml"
         result = export_bundle(config, source, output, **common)
@@ -98,20 +106,22 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
               help="Output folder (default: beside each video).")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "torch"]), default="onnxruntime",
+              show_default=True, help="torch needs a bundle exported with --format torch.")
 @click.option("--save-as-csv", is_flag=True, help="Also write the .csv DeepLabCut writes.")
 @click.option("--overwrite", is_flag=True, help="Redo videos that already have results.")
 @click.option("--allow-truncated", is_flag=True,
               help="Accept videos with fewer decodable frames than their header says.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
-def analyze(bundle, videos, dest, batch_size, device, save_as_csv, overwrite, allow_truncated,
-            no_progress):
+def analyze(bundle, videos, dest, batch_size, device, backend, save_as_csv, overwrite,
+            allow_truncated, no_progress):
     """Run a bundle over videos; write DeepLabCut-compatible .h5 results."""
     from dlc_runtime import analyze_video
 
     for video in videos:
         result = analyze_video(bundle, video, dest_folder=dest, batch_size=batch_size,
-                               device=device, save_as_csv=save_as_csv, overwrite=overwrite,
+                               backend=backend, device=device, save_as_csv=save_as_csv, overwrite=overwrite,
                                allow_truncated=allow_truncated, progress=not no_progress)
         click.echo(f"{video}: {result.n_frames} frames at {result.fps:.1f} frames/s -> "
                    f"{result.h5_path}")

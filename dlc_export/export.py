@@ -18,6 +18,7 @@ import torch
 from dlc_export.frames import frames_from_images, frames_from_project, frames_from_video
 from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport, run_parity
+from dlc_export.torch_export import add_torch_artifact
 from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime.backends import OnnxRuntimeBackend
 from dlc_runtime.bundle import (BatchRange, GraphSpec, InputSpec, Manifest, TensorSpec,
@@ -109,7 +110,8 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                   output: str | Path | None = None, *, frames: Path | np.ndarray | None = None,
                   tolerance_px: float = DEFAULT_TOLERANCE_PX, allow_parity_failure: bool = False,
                   opset: int = DEFAULT_OPSET, simplify: bool = True,
-                  max_batch: int = 64) -> ExportResult:
+                  max_batch: int = 64, torch_precisions: tuple[str, ...] = (),
+                  device: str = "cpu") -> ExportResult:
     """Exports a snapshot to an ONNX bundle and checks it against the PyTorch model.
 
     Args:
@@ -121,6 +123,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
             uint8 array; default: the project's labeled frames.
         tolerance_px: largest keypoint difference (pixels) the parity check accepts.
         allow_parity_failure: write the bundle even when parity fails (the report says so).
+        torch_precisions: also add TorchScript artifacts ("fp32", "fp16") for the runtime's
+            torch backend (GPUs without TensorRT); each is parity-checked before it is added.
+        device: where torch artifacts are traced and checked ("cuda" for fp16 on a GPU).
     """
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     cfg = read_config_as_dict(pytorch_config_path)
@@ -175,6 +180,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         )
         write_config(staging / "pytorch_config.yaml", cfg)
         write_manifest(staging, manifest)
+        for precision in torch_precisions:
+            add_torch_artifact(staging, wrapper, torch.from_numpy(parity_frames), precision,
+                               device=device, tolerance_px=tolerance_px)
         _replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -92,3 +92,22 @@ def test_bad_snapshots_are_one_line_errors(demo_run, tmp_path):
     res = _invoke(["export", wrong, "-o", tmp_path / "c.bundle"])
     _assert_one_line_error(res, "does not fit")
     assert not (tmp_path / "b.bundle").exists() and not (tmp_path / "c.bundle").exists()
+
+
+def test_export_torch_artifact_and_analyze_with_torch_backend(demo_run, tmp_path):
+    output, result = demo_run
+    train_dir = next((output / "project").glob("*/dlc-models-pytorch/*/*/train"))
+    snapshot = sorted(train_dir.glob("snapshot-*.pt"))[-1]
+    bundle = tmp_path / "torch.bundle"
+    res = _invoke(["export", snapshot, "-o", bundle, "--format", "torch", "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    assert (bundle / "pose.onnx").is_file() and list(bundle.glob("pose.fp32.*"))
+    video = next((output / "project").glob("*/videos/*.mp4"))
+    for backend in ("onnxruntime", "torch"):
+        res = _invoke(["analyze", bundle, video, "--dest", tmp_path / backend, "--backend",
+                       backend, "--no-progress"])
+        assert res.exit_code == 0, res.output
+    ort = pd.read_hdf(next((tmp_path / "onnxruntime").glob("*.h5")), "df_with_missing")
+    pt = pd.read_hdf(next((tmp_path / "torch").glob("*.h5")), "df_with_missing")
+    xy = [c for c in ort.columns if c[-1] in ("x", "y")]
+    assert (ort[xy] - pt[xy]).abs().to_numpy().max() < 0.5

@@ -62,6 +62,9 @@ def test_runtime_sources_do_not_import_forbidden_packages() -> None:
     import re
 
     pattern = re.compile(r"^\s*(import|from)\s+(torch|dlc_train|dlc_export)\b", re.M)
+    torch_only = re.compile(r"^\s*(import|from)\s+(dlc_train|dlc_export)\b", re.M)
+    # The torch backend is the one module meant to use torch (imported when it is created).
+    allowed_torch = {REPO / "dlc_runtime" / "backends" / "torch_backend.py"}
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "dlc_runtime").rglob("*.py")
-                 if pattern.search(p.read_text())]
+                 if (torch_only if p in allowed_torch else pattern).search(p.read_text())]
     assert not offenders, offenders

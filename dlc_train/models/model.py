@@ -29,11 +29,19 @@ class PoseModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.neck = neck
 
-    def forward(self, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        """(B, 3, H, W) normalized images -> {head_name: {output_name: tensor}}."""
+    def forward(self, x: torch.Tensor, cond_kpts: torch.Tensor | None = None
+                ) -> dict[str, dict[str, torch.Tensor]]:
+        """(B, 3, H, W) normalized images -> {head_name: {output_name: tensor}}.
+
+        Args:
+            x: normalized images.
+            cond_kpts: conditional top-down models only (CondPreNet, HRNetCoAM backbones): the
+                (B, K, 3) keypoints a bottom-up model found in each crop, in crop pixels.
+        """
         if x.dim() == 3:
             x = x[None]
-        features = self.backbone(x)
+        # Only conditional backbones take conditions; the others keep their one-input forward.
+        features = self.backbone(x) if cond_kpts is None else self.backbone(x, cond_kpts=cond_kpts)
         if self.neck is not None:
             features = self.neck(features)
         return {name: head(features) for name, head in self.heads.items()}

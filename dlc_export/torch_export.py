@@ -1,0 +1,261 @@
+"""Torch artifacts of the wrapped model, for GPUs without TensorRT (runtime backend ``torch``).
+
+The artifact is the same module as ``pose.onnx`` (uint8 NHWC frames in, keypoints (B, N, K, 3)
+float32 out), saved so that it loads without this package or ``dlc_train``:
+
+- ``torchscript`` (default): ``torch.jit.trace`` + ``torch.jit.save``; loads with plain
+  ``torch.jit.load``. Tracing records ``tensor.shape`` reads as graph ops, so batch and frame size
+  stay dynamic (checked on a second shape after saving, see :func:`export_torch_artifact`).
+  torch 2.13 marks ``torch.jit.trace`` deprecated (a warning, still fully working).
+- ``export``: ``torch.export`` with ``Dim`` dynamic batch/height/width + ``torch.export.save``
+  (``.pt2``). It handles the decoder's data-dependent argmax/gather fine (the *indices* are
+  data-dependent, the *shapes* are not). It is the alternative, not the default: its
+  programs are tied more closely to the torch version that wrote them, and the frame size must
+  be at least :data:`MIN_FRAME_SIZE` (the stride-16 ResNet's guard is >= 17 px).
+
+fp16: normalisation runs in fp32 on the uint8 frames, the network (backbone + heads) in half,
+and its heatmaps/locref are cast back to fp32 before decoding. Decoding in half would put the
+keypoint coordinates themselves in fp16, whose spacing is 0.5 px above 512 px and 1 px above
+1024 px (measured on the tiny model at 160 px: 0.03 px all-half vs 1e-4 px mixed). The argmax
+still runs over values computed in half: two cells whose scores tie (or nearly tie) in fp16 can
+pick a different peak than fp32, i.e. a jump of one heatmap cell (``stride`` px). Trained models
+with sharp peaks rarely hit this; the parity check after export reports it if they do.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlc_export.onnx_export import ExportError
+from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport, run_parity
+from dlc_runtime.backends.torch_backend import EXPORT_SUFFIX, PRECISIONS, torch_graph_name
+from dlc_runtime.bundle import Bundle, GraphSpec, TensorSpec, write_manifest
+
+log = logging.getLogger(__name__)
+
+METHODS = ("torchscript", "export")
+MIN_FRAME_SIZE = 32  # torch.export Dim lower bound for height/width
+MAX_FRAME_SIZE = 8192
+
+
+class HalfPrecisionPose(nn.Module):
+    """fp16 version of a BottomUpSingleAnimal-like wrapper: fp32 normalisation, half network,
+    fp32 decoding (see the module docstring for why).
+
+    Args:
+        wrapper: a module with ``normalize``, ``model``, ``head`` and ``stride`` attributes
+            (:class:`dlc_export.wrappers.BottomUpSingleAnimal`); it is copied, not modified.
+    """
+
+    def __init__(self, wrapper: nn.Module):
+        super().__init__()
+        missing = [a for a in ("normalize", "model", "head", "stride") if not hasattr(wrapper, a)]
+        if missing:
+            raise ExportError(f"fp16 export needs a BottomUpSingleAnimal-like wrapper; "
+                              f"{type(wrapper).__name__} lacks {', '.join(missing)}")
+        self.normalize = copy.deepcopy(wrapper.normalize).float()
+        self.model = copy.deepcopy(wrapper.model).half().eval()
+        self.head = wrapper.head
+        self.stride = wrapper.stride
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(self.normalize(frames).half())
+        head = {name: t.float() for name, t in outputs[self.head].items()}
+        predictor = self.model.heads[self.head].predictor
+        return predictor(self.stride, head)["poses"].to(torch.float32)
+
+
+def _as_tensor(example: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(example, np.ndarray):
+        example = torch.from_numpy(np.ascontiguousarray(example))
+    if example.dtype != torch.uint8 or example.ndim != 4 or example.shape[-1] != 3:
+        raise ExportError(f"example must be uint8 (B, H, W, 3) frames, got {example.dtype} "
+                          f"{tuple(example.shape)}")
+    return example
+
+
+def load_torch_artifact(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Loads an artifact written by :func:`export_torch_artifact` (as the runtime does)."""
+    path = Path(path)
+    if path.suffix == EXPORT_SUFFIX:
+        return torch.export.load(str(path)).module().to(device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # jit.load, torch 2.13
+        return torch.jit.load(str(path), map_location=device)
+
+
+def _save(module: nn.Module, example: torch.Tensor, tmp: Path, method: str,
+          max_batch: int) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        # jit.trace's deprecation notice and tracer notes (shape checks inside GroupNorm) are
+        # noise for users; the shape-change check after saving is what guards dynamic shapes.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        if method == "torchscript":
+            # check_trace re-runs and compares; our own parity check below is stricter and
+            # also covers a second shape, so skip the duplicate work.
+            traced = torch.jit.trace(module, (example,), check_trace=False)
+            torch.jit.save(traced, str(tmp))
+        else:
+            from torch.export import Dim
+
+            if example.shape[0] == 1:
+                # torch.export specialises a size-1 example dimension to the constant 1.
+                example = example.repeat(2, 1, 1, 1)
+
+            dims = {0: Dim("batch", min=1, max=max(max_batch, int(example.shape[0]))),
+                    1: Dim("height", min=MIN_FRAME_SIZE, max=MAX_FRAME_SIZE),
+                    2: Dim("width", min=MIN_FRAME_SIZE, max=MAX_FRAME_SIZE)}
+            program = torch.export.export(module, (example,), dynamic_shapes=(dims,))
+            torch.export.save(program, str(tmp))
+
+
+def _second_shape(example: torch.Tensor) -> torch.Tensor | None:
+    """A crop of the example with another batch and frame size, to prove they stay dynamic."""
+    b, h, w, _ = example.shape
+    h2, w2 = max(MIN_FRAME_SIZE, h * 3 // 4), max(MIN_FRAME_SIZE, w * 3 // 4)
+    if (h2, w2) == (h, w):
+        return None
+    return example[: max(1, b - 1), :h2, :w2].contiguous()
+
+
+def export_torch_artifact(wrapper: nn.Module, example: torch.Tensor | np.ndarray,
+                          path: str | Path, precision: str = "fp32", method: str = "torchscript",
+                          *, device: str = "cpu", tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                          max_batch: int = 64) -> ParityReport:
+    """Saves ``wrapper`` as a torch artifact at ``path`` and checks it against the eager model.
+
+    The file is written to a temporary sibling, reloaded the way the runtime loads it and
+    compared with the eager fp32 ``wrapper`` on ``example`` and on a crop of another batch and
+    frame size; only then is it renamed onto ``path``.
+
+    Args:
+        wrapper: the eager fp32 wrapper (uint8 NHWC frames -> keypoints), e.g.
+            :class:`dlc_export.wrappers.BottomUpSingleAnimal`; fp32, on the CPU (copied to
+            ``device`` for the check).
+        example: uint8 (B, H, W, 3) frames to trace on and check with (real frames are best).
+        path: the artifact file (``.pt`` for torchscript, ``.pt2`` for export).
+        precision: "fp32" or "fp16" (input stays uint8, output keypoints stay float32).
+        method: "torchscript" (default) or "export" (``torch.export``, ``.pt2``).
+        device: where to trace and check ("cpu" or "cuda"); fp16 is best checked on CUDA.
+        tolerance_px: largest keypoint difference (px) from the eager fp32 model accepted.
+        max_batch: upper batch bound for ``torch.export``'s dynamic batch dimension.
+
+    Returns:
+        The parity report of the reloaded artifact against the eager model.
+
+    Raises:
+        ParityError: the reloaded artifact differs beyond ``tolerance_px`` (nothing is written).
+        ExportError: tracing, exporting or saving failed.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if method not in METHODS:
+        raise ExportError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    path = Path(path)
+    example = _as_tensor(example)
+    device_t = torch.device(device)
+    # On another device, check against a copy so the caller's wrapper stays where it is.
+    reference = wrapper.eval() if device_t.type == "cpu" else \
+        copy.deepcopy(wrapper).eval().to(device_t)
+    module = (HalfPrecisionPose(reference) if precision == "fp16" else reference).eval()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the suffix: torch.export.load wants ".pt2", and the loader picks the format by it.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-",
+                                    suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            _save(module, example.to(device_t), tmp, method, max_batch)
+            loaded = load_torch_artifact(tmp, device_t)
+        except Exception as err:
+            raise ExportError(f"torch {method} export ({precision}) failed: "
+                              f"{type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
+        report = _check(reference, loaded, example, device_t, precision, method, tolerance_px)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("torch artifact %s written (%s)", path, report.summary())
+    return report
+
+
+def _check(reference: nn.Module, loaded: Any, example: torch.Tensor, device: torch.device,
+           precision: str, method: str, tolerance_px: float) -> ParityReport:
+    """Parity of the reloaded artifact vs the eager fp32 model, on two shapes."""
+
+    def on(module: Any):
+        # run_parity calls .numpy() on the reference output: bring it back to the host.
+        return lambda frames: module(frames.to(device)).float().cpu()
+
+    def candidate(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return on(loaded)(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+
+    name = f"torch-{method}-{precision}-{device.type}"
+    frames = example.cpu().numpy()
+    report = run_parity(on(reference), candidate, frames, source="export example frames",
+                        backend=name, tolerance_px=tolerance_px)
+    if not report.passed:
+        raise ParityError(f"{report.summary()}; the torch artifact was not written")
+    second = _second_shape(example.cpu())
+    if second is not None:
+        other = run_parity(on(reference), candidate, second.numpy(), source="crop of example",
+                           backend=name, tolerance_px=tolerance_px)
+        if not other.passed:
+            raise ParityError(f"{other.summary()} on {tuple(second.shape)} frames (the traced "
+                              "shapes do not generalise); the torch artifact was not written")
+    return report
+
+
+def torch_artifact_file(precision: str, method: str = "torchscript") -> str:
+    """File name inside the bundle: ``pose.fp16.torchscript.pt`` or ``pose.fp16.pt2``."""
+    return f"pose.{precision}.torchscript.pt" if method == "torchscript" \
+        else f"pose.{precision}{EXPORT_SUFFIX}"
+
+
+def add_torch_artifact(bundle_dir: str | Path, wrapper: nn.Module,
+                       example: torch.Tensor | np.ndarray, precision: str = "fp32", *,
+                       method: str = "torchscript", device: str = "cpu",
+                       tolerance_px: float = DEFAULT_TOLERANCE_PX) -> GraphSpec:
+    """Adds a checked torch artifact to a bundle and lists it in the manifest.
+
+    Writes ``pose.<precision>.torchscript.pt`` (or ``.pt2``), its parity report
+    ``parity.torch_<precision>.json``, and graph ``pose_torch_<precision>`` in the manifest
+    (read with ``Bundle.load``, rewritten with ``write_manifest``; an existing entry of the same
+    name is replaced).
+
+    Args:
+        bundle_dir: a bundle folder (or an export's staging folder) with a manifest.
+        wrapper, example, precision, method, device, tolerance_px: see
+            :func:`export_torch_artifact`.
+
+    Returns:
+        The :class:`GraphSpec` added under ``graphs["pose_torch_<precision>"]``.
+    """
+    bundle_dir = Path(bundle_dir)
+    bundle = Bundle.load(bundle_dir)
+    file = torch_artifact_file(precision, method)
+    report = export_torch_artifact(wrapper, example, bundle_dir / file, precision, method,
+                                   device=device, tolerance_px=tolerance_px,
+                                   max_batch=bundle.input.batch.max)
+    report.to_json(bundle_dir / f"parity.torch_{precision}.json")
+    pose = bundle.graph("pose")
+    spec = GraphSpec(file=file, opset=None,
+                     inputs=[TensorSpec(t.name, t.dtype, list(t.shape)) for t in pose.inputs],
+                     outputs=[TensorSpec(t.name, t.dtype, list(t.shape)) for t in pose.outputs])
+    bundle.manifest.graphs[torch_graph_name(precision)] = spec
+    write_manifest(bundle_dir, bundle.manifest)  # fills spec.sha256
+    return spec
