@@ -148,3 +148,20 @@ def test_read_label_file_rejects_flat_csv(tmp_path: Path):
     path.write_text("a,b,c\n1,2,3\n4,5,6\n7,8,9\n")
     with pytest.raises(ProjectError):
         read_label_file(path)
+
+
+def test_dataset_gives_identity_heads_the_individual_index(tmp_path):
+    """Identity targets need each row's individual index (a KeyError in training otherwise)."""
+    import cv2
+    import numpy as np
+
+    from dlc_train.data.dataset import PoseDataset, collate
+    from dlc_train.data.transforms import build_transforms
+
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    keypoints = np.full((3, 2, 3), 5.0, np.float32)
+    dataset = PoseDataset([(str(image), keypoints)], build_transforms({"normalize_images": True}),
+                          ["a", "b"])
+    batch = collate([dataset[0], dataset[0]])
+    assert batch["annotations"]["individual_ids"].tolist() == [[0, 1, 2], [0, 1, 2]]

@@ -53,7 +53,11 @@ class PoseDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, arrays = self.transform(image, arrays, rng)
         image = np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1))
-        annotations = {"keypoints": torch.from_numpy(np.ascontiguousarray(arrays[0]))}
+        keypoints = np.ascontiguousarray(arrays[0])
+        # Row n is individual n of the project (labels are stored in individuals order), which
+        # is what identity heads learn to recognise.
+        annotations = {"keypoints": torch.from_numpy(keypoints),
+                       "individual_ids": torch.arange(keypoints.shape[0])}
         if self.unique_keypoints is not None:
             annotations["keypoints_unique"] = torch.from_numpy(np.ascontiguousarray(arrays[1]))
         return {"image": torch.from_numpy(image), "annotations": annotations, "path": path}
