@@ -25,6 +25,17 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict:
     return overrides
 
 
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    """"480x640" -> (480, 640)."""
+    if not text:
+        return None
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit():
+        raise click.BadParameter(f"expected HxW such as 480x640, got {text!r}",
+                                 param_hint="--input-size")
+    return int(height), int(width)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dlc-deploy")
 def cli():
@@ -72,23 +83,33 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
               help="Largest keypoint difference in pixels the parity check accepts.")
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even when parity exceeds the tolerance.")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torch"]), default="onnx",
-              show_default=True,
-              help="onnx: pose.onnx only; torch: also a TorchScript artifact (GPUs without "
-                   "TensorRT). Every bundle has pose.onnx.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
-              show_default=True, help="Precision of the torch artifact.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "torch"]),
+              default="onnx", show_default=True,
+              help="onnx: pose.onnx only; tensorrt: also a TensorRT engine for this GPU; torch: "
+                   "also a TorchScript artifact (GPUs without TensorRT). Every bundle has "
+                   "pose.onnx.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+              show_default=True, help="Precision of the engine / torch artifact.")
+@click.option("--input-size", default=None, metavar="HxW",
+              help="Frame size the TensorRT engine is built for (default: the parity frames').")
+@click.option("--calibration-video", "calibration_videos", multiple=True,
+              type=click.Path(path_type=Path), help="int8: videos to calibrate on (repeatable).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where torch artifacts are traced and checked (cuda for fp16 on a GPU).")
 @one_line_errors
 def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, output, frames,
-           tolerance, allow_parity_failure, fmt, precision, device):
+           tolerance, allow_parity_failure, fmt, precision, input_size, calibration_videos,
+           device):
     """Export a snapshot to a bundle (SOURCE: a project config.yaml or a snapshot .pt)."""
     from dlc_export import export_bundle, export_from_project
 
+    if fmt == "torch" and precision == "int8":
+        raise click.BadParameter("torch artifacts are fp32 or fp16", param_hint="--precision")
     common = dict(frames=frames, tolerance_px=tolerance,
                   allow_parity_failure=allow_parity_failure, device=device,
-                  torch_precisions=(precision,) if fmt == "torch" else ())
+                  torch_precisions=(precision,) if fmt == "torch" else (),
+                  tensorrt_precision=precision if fmt == "tensorrt" else None,
+                  frame_size=_parse_size(input_size), calibration_videos=calibration_videos)
     if source.suffix == ".pt":
         config = pytorch_config or source.parent / "pytorch_config.yaml"
         result = export_bundle(config, source, output, **common)
@@ -106,8 +127,9 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
               help="Output folder (default: beside each video).")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "torch"]), default="onnxruntime",
-              show_default=True, help="torch needs a bundle exported with --format torch.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
+              default="onnxruntime", show_default=True,
+              help="tensorrt / torch need a bundle exported with --format tensorrt / torch.")
 @click.option("--save-as-csv", is_flag=True, help="Also write the .csv DeepLabCut writes.")
 @click.option("--overwrite", is_flag=True, help="Redo videos that already have results.")
 @click.option("--allow-truncated", is_flag=True,
@@ -119,6 +141,8 @@ def analyze(bundle, videos, dest, batch_size, device, backend, save_as_csv, over
     """Run a bundle over videos; write DeepLabCut-compatible .h5 results."""
     from dlc_runtime import analyze_video
 
+    if backend == "tensorrt" and device == "cpu":
+        device = "cuda"  # TensorRT runs on the GPU only
     for video in videos:
         result = analyze_video(bundle, video, dest_folder=dest, batch_size=batch_size,
                                backend=backend, device=device, save_as_csv=save_as_csv, overwrite=overwrite,

@@ -111,7 +111,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                   tolerance_px: float = DEFAULT_TOLERANCE_PX, allow_parity_failure: bool = False,
                   opset: int = DEFAULT_OPSET, simplify: bool = True,
                   max_batch: int = 64, torch_precisions: tuple[str, ...] = (),
-                  device: str = "cpu") -> ExportResult:
+                  device: str = "cpu", tensorrt_precision: str | None = None,
+                  frame_size: tuple[int, int] | None = None,
+                  calibration_videos: tuple[Path, ...] = ()) -> ExportResult:
     """Exports a snapshot to an ONNX bundle and checks it against the PyTorch model.
 
     Args:
@@ -126,6 +128,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         torch_precisions: also add TorchScript artifacts ("fp32", "fp16") for the runtime's
             torch backend (GPUs without TensorRT); each is parity-checked before it is added.
         device: where torch artifacts are traced and checked ("cuda" for fp16 on a GPU).
+        tensorrt_precision: also build a TensorRT engine ("fp32", "fp16", "int8") for this
+            machine's GPU; needs TensorRT. ``frame_size`` (height, width) fixes its profile
+            (default: the parity frames' size); int8 calibrates on ``calibration_videos``.
     """
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     cfg = read_config_as_dict(pytorch_config_path)
@@ -183,12 +188,32 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         for precision in torch_precisions:
             add_torch_artifact(staging, wrapper, torch.from_numpy(parity_frames), precision,
                                device=device, tolerance_px=tolerance_px)
+        if tensorrt_precision:
+            _add_tensorrt_engine(staging, tensorrt_precision,
+                                 frame_size or tuple(parity_frames.shape[1:3]),
+                                 calibration_videos)
         _replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("bundle written to %s", output)
     return ExportResult(output, report, manifest)
+
+
+TIMING_CACHE = Path.home() / ".cache" / "dlc-deploy" / "tensorrt-timing.cache"
+
+
+def _add_tensorrt_engine(bundle_dir: Path, precision: str, frame_size: tuple[int, int],
+                         calibration_videos: tuple[Path, ...]) -> None:
+    """Builds ``pose.engine`` (TensorRT imported only here) and records its fingerprint."""
+    from dlc_export.tensorrt_build import (add_engine_to_bundle, calibration_frames_from_videos,
+                                           export_tensorrt)
+
+    frames = calibration_frames_from_videos(calibration_videos) if precision == "int8" else None
+    TIMING_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    entry = export_tensorrt(bundle_dir, precision=precision, frame_size=frame_size,
+                            timing_cache_path=TIMING_CACHE, calibration_frames=frames)
+    add_engine_to_bundle(bundle_dir, entry)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -22,8 +22,12 @@ class ExportError(RuntimeError):
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path, *,
                 input_name: str = "images", output_names: tuple[str, ...] = ("keypoints",),
                 dynamic_size: bool = True, opset: int = DEFAULT_OPSET,
-                simplify: bool = True) -> Path:
+                simplify: bool = True, check_tensorrt: bool = True) -> Path:
     """Traces ``module`` on ``example`` (uint8 NHWC) and writes ``path`` (one file, no .data).
+
+    With ``check_tensorrt`` the written graph must hold only operators TensorRT's ONNX parser
+    imports (``dlc_export.tensorrt_ops``), so an export never yields a graph that cannot become
+    an engine later.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it handles our data-dependent
     gathers with dynamic batch and frame size in one graph, needs only ``onnx``, and never
@@ -49,6 +53,10 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path
         onnx.checker.check_model(graph, full_check=True)
         if simplify:
             graph = _simplify(graph)
+        if check_tensorrt:
+            # Imported here: tensorrt_ops subclasses this module's ExportError.
+            from dlc_export.tensorrt_ops import check_tensorrt_operators
+            check_tensorrt_operators(graph, where=path.name)
         onnx.save(graph, tmp)
         os.replace(tmp, path)
     except Exception as err:

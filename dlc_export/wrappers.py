@@ -30,7 +30,8 @@ class NormalizeFrames(nn.Module):
         self.register_buffer("scale", scale_t, persistent=False)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2).to(self.mean.dtype)
+        # Cast first: TensorRT converts uint8 only through a Cast and cannot transpose uint8.
+        x = frames.to(self.mean.dtype).permute(0, 3, 1, 2)
         return (x - self.mean) * self.scale
 
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-
-class SnapshotError(Exception):
-    """A snapshot that cannot be read (missing, truncated, corrupt or wrong layout)."""
+# One SnapshotError and one reader for the whole project (training, export, CLI).
+from dlc_train.models.loading import SnapshotError, load_snapshot  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -25,22 +24,6 @@ class Snapshot:
     path: Path
     epoch: int
     best: bool
-
-
-def load_snapshot(path: str | Path) -> dict[str, Any]:
-    """Loads a snapshot on the CPU with ``weights_only=True``; one-line errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise SnapshotError(f"snapshot not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip / unpickling errors take many types
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise SnapshotError(f"cannot read snapshot {path} (truncated or corrupt?): "
-                            f"{type(err).__name__}: {first}") from None
-    if not isinstance(data, dict) or "model" not in data:
-        raise SnapshotError(f"{path} is not a DeepLabCut snapshot (no 'model' key)")
-    return data
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

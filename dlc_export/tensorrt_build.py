@@ -1,0 +1,434 @@
+"""Build a TensorRT engine from a bundle's ``pose.onnx`` and record its fingerprint.
+
+TensorRT is imported lazily: this module imports (and its pure helpers run) on machines without
+it, and asking for an engine there fails with one line that says what to install.
+
+Written against the TensorRT Python API of 8.5 to 10.x:
+- ``builder.create_network``: TensorRT 10 only has explicit batch (the EXPLICIT_BATCH flag is
+  deprecated and ignored); 8.x needs the flag.
+- ``config.set_memory_pool_limit(WORKSPACE, ...)`` (8.4+) instead of ``max_workspace_size``.
+- ``builder.build_serialized_network`` (``build_engine`` is gone in 10).
+- INT8 uses implicit quantization with an ``IInt8EntropyCalibrator2`` fed with real frames; it
+  is deprecated from TensorRT 10.1 in favour of explicit Q/DQ graphs, but still builds.
+- TensorRT 11 removed weak typing (the FP16/INT8 flags and calibrators): there only fp32 builds
+  from our fp32 graphs; fp16/int8 say so in one line.
+
+Typical use (what ``dlc export --format tensorrt`` runs)::
+
+    entry = export_tensorrt(bundle_dir, precision="fp16", frame_size=(480, 640))
+    add_engine_to_bundle(bundle_dir, entry)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlc_export.onnx_export import ExportError
+from dlc_export.tensorrt_ops import check_tensorrt_operators
+from dlc_runtime.bundle import Bundle, Manifest, sha256_file, write_manifest
+from dlc_runtime.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+TENSORRT_MISSING = ("TensorRT is not installed: pip install "tensorrt>=8.5,<11" (needs an NVIDIA GPU) or "
+                    "use --format onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_NAME = "pose.engine"
+
+Shape = tuple[int, int, int, int]
+Profile = dict[str, Shape]
+
+
+class TensorRTBuildError(ExportError):
+    """The engine could not be built (TensorRT missing, parser errors, bad profiles...)."""
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or :class:`TensorRTBuildError` with the install hint."""
+    try:
+        import tensorrt
+    except ImportError:  # also the placeholder wheel PyPI serves without the NVIDIA index
+        raise TensorRTBuildError(TENSORRT_MISSING) from None
+    return tensorrt
+
+
+# ----------------------------------------------------------------------------------------------
+# Profiles (pure)
+# ----------------------------------------------------------------------------------------------
+
+
+def normalize_profiles(profiles: Sequence[dict[str, Sequence[int]]]) -> list[Profile]:
+    """Validates optimization profiles for the (B, H, W, 3) uint8 input.
+
+    Each profile is ``{"min": (B, H, W, 3), "opt": ..., "max": ...}`` with min <= opt <= max on
+    every axis; ``opt`` is what TensorRT tunes for (the usual batch and the video's frame size).
+    """
+    if not profiles:
+        raise TensorRTBuildError("at least one optimization profile is needed "
+                                 "({'min': (1, H, W, 3), 'opt': ..., 'max': ...})")
+    out = []
+    for i, profile in enumerate(profiles):
+        try:
+            shapes = {k: tuple(int(v) for v in profile[k]) for k in ("min", "opt", "max")}
+        except (KeyError, TypeError, ValueError):
+            raise TensorRTBuildError(f"profile {i}: needs 'min', 'opt' and 'max' shapes of 4 "
+                                     f"integers, got {profile!r}") from None
+        for key, shape in shapes.items():
+            if len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
+                raise TensorRTBuildError(f"profile {i}: {key} {shape} must be (batch, height, "
+                                         "width, 3) with positive sizes")
+        lo, opt, hi = shapes["min"], shapes["opt"], shapes["max"]
+        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+            raise TensorRTBuildError(f"profile {i}: need min <= opt <= max on every axis, got "
+                                     f"min {lo}, opt {opt}, max {hi}")
+        out.append(shapes)
+    return out
+
+
+def default_profiles(manifest: Manifest, frame_size: tuple[int, int] | None = None,
+                     ) -> list[Profile]:
+    """One profile from the manifest's batch range and the frame size.
+
+    Args:
+        manifest: the bundle's manifest (``input.batch`` and, when fixed, height/width).
+        frame_size: (height, width) of the videos to analyse; needed when the graph takes any
+            frame size, since an engine is tuned for (and limited to) the sizes it was built for.
+    """
+    spec = manifest.input
+    if spec.height is not None and spec.width is not None:
+        if frame_size is not None and tuple(frame_size) != (spec.height, spec.width):
+            raise TensorRTBuildError(f"frame size {frame_size} differs from the graph's fixed "
+                                     f"input {spec.height}x{spec.width}")
+        height, width = spec.height, spec.width
+    elif frame_size is None:
+        raise TensorRTBuildError("the graph takes any frame size: pass the videos' frame size "
+                                 "(frame_size=(height, width) / --frame-size HxW) or profiles")
+    else:
+        height, width = (int(v) for v in frame_size)
+    b = spec.batch
+    return normalize_profiles([{"min": (b.min, height, width, 3),
+                                "opt": (b.opt, height, width, 3),
+                                "max": (b.max, height, width, 3)}])
+
+
+# ----------------------------------------------------------------------------------------------
+# Fingerprint
+# ----------------------------------------------------------------------------------------------
+
+
+def engine_fingerprint(precision: str, profiles: Sequence[Profile], device_index: int = 0,
+                       input_name: str = "images") -> dict[str, Any]:
+    """What the runtime compares before loading an engine, plus how it was built.
+
+    Returns:
+        ``{tensorrt_version, gpu_name, compute_capability, cuda_driver, precision, profiles}``;
+        the runtime owns the machine query, so builder and checker cannot disagree on format.
+    """
+    from dlc_runtime.backends.tensorrt_backend import machine_fingerprint
+
+    try:
+        machine = machine_fingerprint(device_index)
+    except BackendError as err:
+        raise TensorRTBuildError(str(err)) from None
+    return {
+        **machine,
+        "precision": precision,
+        "profiles": [{"input": input_name, **{k: list(v) for k, v in p.items()}}
+                     for p in profiles],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Calibration
+# ----------------------------------------------------------------------------------------------
+
+
+def calibration_frames_from_videos(videos: Sequence[str | os.PathLike[str]],
+                                   count: int = 64) -> np.ndarray:
+    """``count`` frames spread over ``videos`` (all the same size), for INT8 calibration."""
+    from dlc_export.frames import frames_from_video
+
+    if not videos:
+        raise TensorRTBuildError("int8 calibration needs at least one video")
+    per_video = max(1, -(-count // len(videos)))
+    frames = [frames_from_video(v, per_video) for v in videos]
+    sizes = {f.shape[1:3] for f in frames}
+    if len(sizes) > 1:
+        raise TensorRTBuildError(f"calibration videos differ in frame size {sorted(sizes)}; "
+                                 "calibrate with videos of one size")
+    return np.concatenate(frames)[:count]
+
+
+def _make_calibrator(trt: Any, frames: np.ndarray, batch_size: int, input_name: str,
+                     cache_path: Path | None) -> Any:
+    """An IInt8EntropyCalibrator2 over uint8 frames, uploaded with cuda-python."""
+    from dlc_runtime.backends.tensorrt_backend import DeviceBuffer, cuda_call, cuda_runtime
+
+    rt = cuda_runtime()
+
+    class FrameCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.frames = np.ascontiguousarray(frames)
+            self.batch_size = batch_size
+            self.position = 0
+            self.buffer = DeviceBuffer()
+            self.buffer.ensure(self.frames[:batch_size].nbytes)
+
+        def get_batch_size(self) -> int:
+            return self.batch_size
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.position + self.batch_size > len(self.frames):
+                return None  # TensorRT's signal that calibration data is exhausted
+            batch = self.frames[self.position:self.position + self.batch_size]
+            self.position += self.batch_size
+            cuda_call(rt.cudaMemcpy(self.buffer.ptr, batch.ctypes.data, batch.nbytes,
+                                    rt.cudaMemcpyKind.cudaMemcpyHostToDevice), "upload")
+            return [self.buffer.ptr if n == input_name else 0 for n in names]
+
+        def read_calibration_cache(self) -> bytes | None:
+            if cache_path is not None and cache_path.is_file():
+                return cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            if cache_path is not None:
+                _atomic_write(cache_path, bytes(cache))
+
+        def __del__(self) -> None:
+            try:
+                self.buffer.free()
+            except Exception:  # interpreter shutdown: the driver frees it anyway
+                pass
+
+    return FrameCalibrator()
+
+
+# ----------------------------------------------------------------------------------------------
+# Build
+# ----------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parser_errors(parser: Any) -> str:
+    messages = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = ""
+        # node_name()/node_operator() exist from TensorRT 8.6/10; older ones only have node().
+        if hasattr(err, "node_name") and err.node_name():
+            where = f" at {err.node_operator()} '{err.node_name()}'"
+        elif err.node() >= 0:
+            where = f" at node {err.node()}"
+        messages.append(f"{err.desc()}{where}")
+    return "; ".join(messages) or "no error reported"
+
+
+def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLike[str], *,
+                 precision: str = "fp16", profiles: Sequence[dict[str, Sequence[int]]],
+                 timing_cache_path: str | os.PathLike[str] | None = None,
+                 calibration_frames: np.ndarray | None = None,
+                 calibration_cache_path: str | os.PathLike[str] | None = None,
+                 workspace_gb: float = 4.0, device_index: int = 0) -> Path:
+    """Parses ``onnx_path`` with TensorRT and writes the serialized engine to ``engine_path``.
+
+    Args:
+        onnx_path: the bundle's graph.
+        engine_path: where the engine goes (written atomically).
+        precision: "fp32" (TF32 off, so it matches ONNX Runtime), "fp16" or "int8" (with FP16
+            fallback for layers INT8 does not cover).
+        profiles: optimization profiles for the (B, H, W, 3) input, see
+            :func:`normalize_profiles`.
+        timing_cache_path: a timing cache to load and update; the second build on the same GPU
+            skips most tactic timing.
+        calibration_frames: (N, H, W, 3) uint8 frames from the user's videos; required for int8.
+        calibration_cache_path: where the INT8 scales are cached (reused when present).
+        workspace_gb: scratch memory TensorRT may use for tactics.
+        device_index: the CUDA device to build on.
+    """
+    if precision not in PRECISIONS:
+        raise TensorRTBuildError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    profiles = normalize_profiles(profiles)
+    if precision == "int8":
+        if calibration_frames is None or len(calibration_frames) == 0:
+            raise TensorRTBuildError("int8 needs calibration frames from your videos "
+                                     "(calibration_frames_from_videos); or use fp16")
+        if calibration_frames.dtype != np.uint8 or calibration_frames.ndim != 4:
+            raise TensorRTBuildError(f"calibration frames must be uint8 (N, H, W, 3), got "
+                                     f"{calibration_frames.dtype} {calibration_frames.shape}")
+    trt = import_tensorrt()
+    if precision != "fp32" and not hasattr(trt.BuilderFlag, "FP16"):
+        # TensorRT 11 removed weak typing (FP16/INT8 builder flags, calibrators): reduced
+        # precision must already be in the ONNX graph (ModelOpt AutoCast / Q/DQ nodes).
+        raise TensorRTBuildError(
+            f"TensorRT {trt.__version__} builds only strongly typed networks, so {precision} "
+            "needs a mixed-precision ONNX graph, which dlc-deploy does not write yet: use "
+            "precision='fp32' or pip install 'tensorrt>=8.5,<11'")
+    from dlc_runtime.backends.tensorrt_backend import cuda_call, cuda_runtime
+
+    try:
+        cuda_call(cuda_runtime().cudaSetDevice(device_index), f"selecting CUDA device "
+                                                              f"{device_index}")
+    except BackendError as err:
+        raise TensorRTBuildError(str(err)) from None
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")  # RoiAlign imports through a plugin
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    flags = 0
+    if major < 10:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    # parse_from_file resolves external data next to the graph; ours is one file anyway.
+    if not parser.parse_from_file(str(onnx_path)):
+        raise TensorRTBuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: "
+                                 f"{_parser_errors(parser)}")
+
+    config = builder.create_builder_config()
+    workspace = int(workspace_gb * (1 << 30))
+    if hasattr(config, "set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    else:  # TensorRT < 8.4
+        config.max_workspace_size = workspace
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 is on by default on Ampere+; it changes conv results by ~1e-3, enough to move an
+        # argmax on a flat heatmap. fp32 means "matches ONNX Runtime"; fp16 is the fast mode.
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if network.num_inputs != 1:
+        raise TensorRTBuildError(f"{onnx_path}: expected one input (uint8 images), found "
+                                 f"{network.num_inputs}")
+    input_name = network.get_input(0).name
+    for shapes in profiles:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
+        config.add_optimization_profile(profile)
+
+    calibrator = None
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        shape = calibration_frames.shape
+        batch = min(profiles[0]["opt"][0], shape[0])
+        # Calibration runs at one fixed shape: the frames' own size, at the opt batch.
+        calib_profile = builder.create_optimization_profile()
+        fixed = (batch, shape[1], shape[2], 3)
+        calib_profile.set_shape(input_name, fixed, fixed, fixed)
+        config.set_calibration_profile(calib_profile)
+        calibrator = _make_calibrator(
+            trt, calibration_frames, batch, input_name,
+            Path(calibration_cache_path) if calibration_cache_path else None)
+        config.int8_calibrator = calibrator
+
+    cache_path = Path(timing_cache_path) if timing_cache_path else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    if not config.set_timing_cache(cache, False) and cache_bytes:
+        # A cache from another GPU or TensorRT version: start a fresh one rather than fail.
+        log.warning("timing cache %s does not fit this GPU/TensorRT; starting a new one",
+                    cache_path)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TensorRTBuildError(f"TensorRT {trt.__version__} could not build an engine from "
+                                 f"{onnx_path} ({precision}); see its log above")
+    engine_path = Path(engine_path)
+    _atomic_write(engine_path, bytes(serialized))
+    if cache_path is not None:
+        _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
+    del calibrator
+    return engine_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Bundle integration
+# ----------------------------------------------------------------------------------------------
+
+
+def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp16",
+                    frame_size: tuple[int, int] | None = None,
+                    profiles: Sequence[dict[str, Sequence[int]]] | None = None,
+                    engine_name: str = ENGINE_NAME, graph: str = "pose",
+                    timing_cache_path: str | os.PathLike[str] | None = None,
+                    calibration_frames: np.ndarray | None = None,
+                    workspace_gb: float = 4.0, device_index: int = 0) -> dict[str, Any]:
+    """Builds ``<bundle>/pose.engine`` from the bundle's ``pose.onnx``.
+
+    Args:
+        bundle_dir: an exported bundle.
+        precision: "fp32", "fp16" or "int8".
+        frame_size: (height, width) of the videos, for graphs with a dynamic frame size (or
+            taken from ``calibration_frames``).
+        profiles: explicit profiles instead of the one derived from the manifest.
+        engine_name: file name inside the bundle.
+        graph: which graph of the manifest to build.
+        timing_cache_path, calibration_frames, workspace_gb, device_index: see
+            :func:`build_engine`.
+
+    Returns:
+        The manifest ``engines`` entry (pass it to :func:`add_engine_to_bundle`).
+    """
+    bundle = Bundle.load(bundle_dir)
+    onnx_path = bundle.graph_path(graph)
+    check_tensorrt_operators(onnx_path)  # fast, and a clearer message than the parser's
+    if profiles is None:
+        if frame_size is None and calibration_frames is not None:
+            frame_size = tuple(calibration_frames.shape[1:3])
+        profiles = default_profiles(bundle.manifest, frame_size)
+    profiles = normalize_profiles(profiles)
+    engine_path = bundle.path / engine_name
+    # INT8 scales depend on the graph and the frames, not on the GPU: kept beside the engine so
+    # a rebuild for another GPU skips calibration.
+    cache = bundle.path / f"{Path(engine_name).stem}.int8-calibration.cache" \
+        if precision == "int8" else None
+    build_engine(onnx_path, engine_path, precision=precision, profiles=profiles,
+                 timing_cache_path=timing_cache_path, calibration_frames=calibration_frames,
+                 calibration_cache_path=cache, workspace_gb=workspace_gb,
+                 device_index=device_index)
+    entry = {
+        "file": engine_name,
+        "graph": graph,
+        **engine_fingerprint(precision, profiles, device_index,
+                             bundle.graph(graph).inputs[0].name),
+        "sha256": sha256_file(engine_path),
+        "graph_sha256": bundle.graph(graph).sha256,
+        "built": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    log.info("TensorRT engine %s built for %s (%s)", engine_path, entry["gpu_name"], precision)
+    return entry
+
+
+def add_engine_to_bundle(bundle_dir: str | os.PathLike[str], entry: dict[str, Any]) -> Path:
+    """Records ``entry`` in the bundle's manifest, replacing an entry for the same file."""
+    bundle = Bundle.load(bundle_dir)
+    manifest = bundle.manifest
+    manifest.engines = [e for e in manifest.engines if e.get("file") != entry.get("file")]
+    manifest.engines.append(dict(entry))
+    return write_manifest(bundle.path, manifest)
+
+
+__all__ = ["TENSORRT_MISSING", "PRECISIONS", "ENGINE_NAME", "TensorRTBuildError",
+           "add_engine_to_bundle", "build_engine", "calibration_frames_from_videos",
+           "default_profiles", "engine_fingerprint", "export_tensorrt", "normalize_profiles"]
