@@ -37,8 +37,8 @@ from dlc_runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
 
-TENSORRT_MISSING = ("TensorRT is not installed: pip install "tensorrt>=8.5,<11" (needs an NVIDIA GPU) or "
-                    "use --format onnx")
+TENSORRT_MISSING = ('TensorRT is not installed: pip install "tensorrt>=8.5,<11" '
+                    "(needs an NVIDIA GPU) or use --format onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_NAME = "pose.engine"
 
