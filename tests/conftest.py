@@ -16,6 +16,33 @@ def require(path: Path) -> Path:
     return path
 
 
+def dlc3_file(relative: str) -> Path:
+    """A file under ../shared/dlc3 (skips the test when ../shared is absent)."""
+    return require(DLC3 / relative)
+
+
+def reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
+    """DeepLabCut 3.0.1's state_dict (key, shape) pairs, in order, from state_dict_keys/NAME.txt."""
+    rows = []
+    for line in dlc3_file(f"state_dict_keys/{name}.txt").read_text().splitlines():
+        if line.strip():
+            key, shape = line.split("\t")
+            dims = shape.strip().strip("()").replace(" ", "")
+            rows.append((key, tuple(int(d) for d in dims.split(",") if d)))
+    return rows
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: small convs on a loaded 2-core machine run several times faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """The real `dlc demo` path (generate -> train -> export -> analyze), run once per session."""

@@ -24,27 +24,6 @@ K = 4  # bodyparts a..d of the reference key files
 LOCREF_STD = 7.2801
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
-    path = DLC3 / "state_dict_keys" / f"{name}.txt"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared not checked out beside the project)")
-    rows = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            dims = shape.strip().strip("()").replace(" ", "")
-            rows[key] = tuple(int(d) for d in dims.split(",") if d)
-    return rows
-
-
 # -- model configs, DeepLabCut's config/ctd templates for 4 bodyparts ---------------------------
 
 def _encoder_cfg() -> dict:
@@ -81,6 +60,13 @@ def _rtmcc_head() -> dict:
             "gau_cfg": {"hidden_dims": 256, "s": 128, "expansion_factor": 2,
                         "dropout_rate": 0.0, "drop_path": 0.0, "act_fn": "SiLU",
                         "use_rel_bias": False, "pos_enc": False}}
+from conftest import reference_keys
+
+def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
+    return dict(reference_keys(name))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 def _model_cfg(net_type: str) -> dict:

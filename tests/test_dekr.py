@@ -22,23 +22,6 @@ from dlc_train.models.target_generators.dekr_targets import DEKRGenerator
 DLC3 = Path(__file__).resolve().parents[1].parent / "shared" / "dlc3"
 
 
-def _dlc3(path: str) -> Path:
-    full = DLC3 / path
-    if not full.exists():
-        pytest.skip(f"{full} is absent (../shared not checked out beside the project)")
-    return full
-
-
-def _reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    rows = []
-    for line in _dlc3(f"state_dict_keys/{name}.txt").read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            dims = shape.strip().strip("()").replace(" ", "")
-            rows.append((key, tuple(int(d) for d in dims.split(",") if d)))
-    return rows
-
-
 def _dekr_cfg(model_name: str = "hrnet_w18") -> dict:
     cfg = yaml.safe_load(_dlc3("pytorch_configs/dekr_w18_BU_ma.yaml").read_text())["model"]
     if model_name == "hrnet_w32":  # DeepLabCut's dekr_w32: 480 backbone channels, 32 hidden
@@ -74,6 +57,9 @@ def _tiny_cfg(num_kpts: int = 3, num_animals: int = 2) -> dict:
                               "final_conv_kernel": 1},
         }},
     }
+from conftest import dlc3_file as _dlc3, reference_keys
+_reference_keys = reference_keys
+
 
 
 # ---------------------------------------------------------------- layout

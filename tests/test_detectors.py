@@ -14,24 +14,10 @@ from dlc_train.models.detectors.anchors import AnchorGenerator
 from dlc_train.models.detectors.box_ops import BoxCoder, batched_nms, nms, nms_mask_fixed
 from dlc_train.models.detectors.roi_align import MultiScaleRoIAlign, roi_align
 
+from conftest import dlc3_file as _dlc3, reference_keys
+_reference_keys = reference_keys
+
 DLC3 = Path(__file__).resolve().parents[1].parent / "shared" / "dlc3"
-
-
-def _dlc3(path: str) -> Path:
-    full = DLC3 / path
-    if not full.exists():
-        pytest.skip(f"{full} is absent (../shared not checked out beside the project)")
-    return full
-
-
-def _reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    rows = []
-    for line in _dlc3(f"state_dict_keys/{name}.txt").read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            dims = shape.strip().strip("()").replace(" ", "")
-            rows.append((key, tuple(int(d) for d in dims.split(",") if d)))
-    return rows
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
@@ -54,6 +40,7 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
     ("detector_fasterrcnn_resnet50_fpn_v2",
      lambda: FasterRCNN(variant="fasterrcnn_resnet50_fpn_v2")),
 ])
+
 def test_state_dict_matches_deeplabcut(name, build):
     reference = _reference_keys(name)
     model = build()

@@ -22,34 +22,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DLC3 = SHARED / "dlc3"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convs on a loaded shared CPU run several times faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _dlc3(path: str) -> Path:
-    full = DLC3 / path
-    if not full.exists():
-        pytest.skip(f"{full} is absent (../shared not checked out beside the project)")
-    return full
-
-
 def _config(name: str) -> dict:
     return yaml.safe_load(_dlc3(f"pytorch_configs/{name}.yaml").read_text())
-
-
-def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
-    rows = {}
-    for line in _dlc3(f"state_dict_keys/{name}.txt").read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            dims = shape.strip().strip("()").replace(" ", "")
-            rows[key] = tuple(int(d) for d in dims.split(",") if d)
-    return rows
 
 
 def _tiny_rtmpose_cfg(input_size=(64, 48), num_kpts: int = 3, widen: float = 0.125,
@@ -77,6 +51,13 @@ def _tiny_rtmpose_cfg(input_size=(64, 48), num_kpts: int = 3, widen: float = 0.1
                         "drop_path": 0.0, "act_fn": "SiLU", "use_rel_bias": False,
                         "pos_enc": False}}},
     }
+from conftest import dlc3_file as _dlc3, reference_keys
+
+def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
+    return dict(reference_keys(name))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 # ------------------------------------------------------------------- DeepLabCut layout

@@ -13,25 +13,10 @@ from torch import nn
 from dlc_train.models import BACKBONES, PoseModel
 from dlc_train.models.backbones.resnet import ResNet
 
+from conftest import dlc3_file as _dlc3, reference_keys
+_reference_keys = reference_keys
+
 DLC3 = Path(__file__).resolve().parents[1].parent / "shared" / "dlc3"
-
-
-def _dlc3(path: str) -> Path:
-    full = DLC3 / path
-    if not full.exists():
-        pytest.skip(f"{full} is absent (../shared not checked out beside the project)")
-    return full
-
-
-def _reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    rows = []
-    for line in _dlc3(f"state_dict_keys/{name}.txt").read_text().splitlines():
-        if not line.strip():
-            continue
-        key, shape = line.split("\t")
-        dims = shape.strip().strip("()").replace(" ", "")
-        rows.append((key, tuple(int(d) for d in dims.split(",") if d)))
-    return rows
 
 
 @pytest.mark.parametrize("name", ["resnet_50_BU_sa", "resnet_101_BU_sa", "resnet_50_TD_ma"])
@@ -68,6 +53,7 @@ def _dilations(stage: nn.Sequential, conv: str) -> list[int]:
     (16, [1, 2, 2, 1], [1, 1, 1, 2]),
     (8, [1, 2, 1, 1], [1, 1, 2, 4]),
 ])
+
 def test_dilation_follows_timm(output_stride, strides, dilations):
     model = ResNet("resnet50", output_stride=output_stride).model
     prev = 1

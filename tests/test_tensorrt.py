@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper

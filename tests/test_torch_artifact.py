@@ -27,18 +27,12 @@ from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime import BackendError, Bundle, analyze_video, make_backend
 from dlc_runtime.backends.torch_backend import TorchBackend
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 REPO = Path(__file__).resolve().parents[1]
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 TOLERANCE_PX = 0.5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two shared CPU cores: one torch thread keeps the suite predictable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Backbone base class and registry."""
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 from dlc_train.registry import Registry
 
 BACKBONES = Registry("backbone")
+logger = logging.getLogger(__name__)
 
 
 class BaseBackbone(ABC, nn.Module):
@@ -30,6 +32,12 @@ class BaseBackbone(ABC, nn.Module):
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ...
+
+    @staticmethod
+    def warn_pretrained_unavailable(model_name: str) -> None:
+        """``pretrained: true`` in a config: there is no network here to fetch ImageNet weights."""
+        logger.warning("ImageNet weights for %s are not available offline; the backbone starts "
+                       "from random initialization (load a snapshot instead).", model_name)
 
     def train(self, mode: bool = True) -> "BaseBackbone":
         super().train(mode)

@@ -302,9 +302,7 @@ class CSPNeXt(BaseBackbone):
         self.out_indices = tuple(out_indices)
         self._num_features = out_channels
         if pretrained:
-            logger.warning("ImageNet weights for %s are not available offline; the backbone "
-                           "starts from random initialization (load a snapshot instead).",
-                           model_name)
+            self.warn_pretrained_unavailable(model_name)
 
     @property
     def num_features(self) -> int:

@@ -287,9 +287,7 @@ class HRNet(BaseBackbone):
         self.increased_channel_count = increased_channel_count
         self.model = HRNetFeatures(HRNET_SPECS[arch], incre=increased_channel_count)
         if pretrained:
-            logger.warning("ImageNet weights for %s are not available offline; the backbone "
-                           "starts from random initialization (load a snapshot instead).",
-                           model_name)
+            self.warn_pretrained_unavailable(model_name)
 
     @property
     def num_features(self) -> int:

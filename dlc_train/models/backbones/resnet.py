@@ -254,9 +254,7 @@ class ResNet(BaseBackbone):
                                     drop_path_rate=drop_path_rate,
                                     drop_block_rate=drop_block_rate, widths=spec.widths)
         if pretrained:
-            logger.warning("ImageNet weights for %s are not available offline; the backbone "
-                           "starts from random initialization (load a snapshot instead).",
-                           model_name)
+            self.warn_pretrained_unavailable(model_name)
 
     @property
     def num_features(self) -> int:
