@@ -3,6 +3,9 @@
 The bundle is assembled in a temporary sibling folder and renamed into place only once the graph
 is written, checked and has passed parity, so a failed export never leaves a half bundle and never
 replaces a good one.
+
+What differs between kinds of models (wrapper, outputs, manifest decoder) is an export plan
+(``dlc_export/plans/``), picked from the config; top-down configs go to ``dlc_export.top_down``.
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ import torch
 from dlc_export.frames import frames_from_images, frames_from_project, frames_from_video
 from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport, run_parity
+from dlc_export.plans import ExportPlan, check_plan, make_plan
 from dlc_export.torch_export import add_torch_artifact
-from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime.backends import OnnxRuntimeBackend
-from dlc_runtime.bundle import (BatchRange, GraphSpec, InputSpec, Manifest, TensorSpec,
-                                sha256_file, write_manifest)
+from dlc_runtime.bundle import (BatchRange, Bundle, GraphSpec, InputSpec, Manifest, sha256_file,
+                                write_manifest)
+from dlc_runtime.pipelines import make_pipeline
 from dlc_train.config import read_config_as_dict, write_config
 from dlc_train.models.loading import build_model_from_snapshot
 from dlc_train.task import Task
@@ -100,10 +104,23 @@ def _check_config(cfg: dict, path: Path) -> None:
     if "model" not in cfg or "heads" not in (cfg["model"] or {}):
         raise ExportError(f"{path}: no model section with heads; is this a pytorch_config.yaml?")
     task = Task.from_str(str(cfg.get("method", "bu")))
-    if task != Task.BOTTOM_UP or len(metadata.get("individuals") or [1]) != 1:
-        raise ExportError(f"{path}: only bottom-up single-animal models export so far "
-                          f"(this config: method={cfg.get('method')}, "
-                          f"{len(metadata.get('individuals') or [])} individuals)")
+    if task != Task.BOTTOM_UP:
+        raise ExportError(f"{path}: method={cfg.get('method')} ({task.snake_name}) models do "
+                          "not export yet")
+    check_plan(cfg, path)
+
+
+def _export_top_down(pytorch_config_path: Path, snapshot_path: Path, output, kwargs: dict):
+    """Top-down models have their own exporter (detector + pose graphs)."""
+    try:
+        from dlc_export.top_down import export_top_down_bundle
+    except ImportError as err:
+        if getattr(err, "name", None) not in ("dlc_export.top_down", None):
+            raise
+        raise ExportError(f"{pytorch_config_path}: top-down (method: td) models do not export "
+                          "with this dlc-deploy yet (dlc_export.top_down is missing); export a "
+                          "bottom-up model or upgrade dlc-deploy") from None
+    return export_top_down_bundle(pytorch_config_path, snapshot_path, output, **kwargs)
 
 
 def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
@@ -134,10 +151,20 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     """
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     cfg = read_config_as_dict(pytorch_config_path)
+    if Task.from_str(str(cfg.get("method", "bu"))) == Task.TOP_DOWN:
+        kwargs = dict(frames=frames, tolerance_px=tolerance_px,
+                      allow_parity_failure=allow_parity_failure, opset=opset, simplify=simplify,
+                      max_batch=max_batch, torch_precisions=torch_precisions, device=device,
+                      tensorrt_precision=tensorrt_precision, frame_size=frame_size,
+                      calibration_videos=calibration_videos)
+        return _export_top_down(pytorch_config_path, snapshot_path, output, kwargs)
     _check_config(cfg, pytorch_config_path)
     project = _project_config(cfg, pytorch_config_path)
     model = build_model_from_snapshot(cfg, snapshot_path)
-    wrapper = BottomUpSingleAnimal(model).eval()
+    plan = make_plan(cfg, model, pytorch_config_path)
+    if torch_precisions:
+        plan.check_torch_artifacts()
+    wrapper = plan.wrapper
     scorer = scorer_name(cfg, snapshot_path, project)
     if output is None:
         base = Path(project["project_path"]) / "exported-models-pytorch" if project \
@@ -150,41 +177,16 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
     try:
         onnx_path = export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()),
-                                staging / "pose.onnx", opset=opset, simplify=simplify)
-        backend = OnnxRuntimeBackend(onnx_path, device="cpu")
-        report = run_parity(wrapper, lambda batch: backend.run(batch)["keypoints"],
-                            parity_frames, source=source, backend=backend.name,
-                            tolerance_px=tolerance_px)
+                                staging / "pose.onnx", output_names=plan.output_names,
+                                opset=opset, simplify=simplify)
+        manifest = _manifest(plan, cfg, scorer, snapshot_path, opset, max_batch)
+        write_config(staging / "pytorch_config.yaml", cfg)
+        write_manifest(staging, manifest)
+        report = _check_parity(staging, plan, parity_frames, source, tolerance_px)
         report.to_json(staging / "parity.json")
         if not report.passed and not allow_parity_failure:
             raise ParityError(f"{report.summary()}; the bundle was not written "
                               "(--allow-parity-failure writes it anyway)")
-        metadata = cfg["metadata"]
-        num_bodyparts = len(metadata["bodyparts"])
-        predictor = cfg["model"]["heads"]["bodypart"]["predictor"]
-        manifest = Manifest(
-            task=Task.BOTTOM_UP.snake_name, scorer=scorer,
-            bodyparts=list(metadata["bodyparts"]),
-            unique_bodyparts=list(metadata.get("unique_bodyparts") or []),
-            individuals=list(metadata.get("individuals") or ["individual_1"]),
-            multi_animal=False,
-            input=InputSpec(batch=BatchRange(1, 8, max_batch)),
-            decoder={"type": "heatmap_argmax", "stride": wrapper.stride,
-                     "locref_std": predictor.get("locref_std", 7.2801),
-                     "location_refinement": predictor.get("location_refinement", True),
-                     "apply_sigmoid": predictor.get("apply_sigmoid", False),
-                     "clip_scores": predictor.get("clip_scores", False)},
-            graphs={"pose": GraphSpec(
-                file="pose.onnx", opset=opset,
-                inputs=[TensorSpec("images", "uint8", ["batch", "height", "width", 3])],
-                outputs=[TensorSpec("keypoints", "float32", ["batch", 1, num_bodyparts, 3])])},
-            source={"snapshot": str(snapshot_path.resolve()),
-                    "snapshot_sha256": sha256_file(snapshot_path),
-                    "net_type": cfg.get("net_type"), "config": "pytorch_config.yaml"},
-            parity="parity.json",
-        )
-        write_config(staging / "pytorch_config.yaml", cfg)
-        write_manifest(staging, manifest)
         for precision in torch_precisions:
             add_torch_artifact(staging, wrapper, torch.from_numpy(parity_frames), precision,
                                device=device, tolerance_px=tolerance_px)
@@ -198,6 +200,50 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         raise
     log.info("bundle written to %s", output)
     return ExportResult(output, report, manifest)
+
+
+def _manifest(plan: ExportPlan, cfg: dict, scorer: str, snapshot_path: Path, opset: int,
+              max_batch: int) -> Manifest:
+    return Manifest(
+        task=plan.task, scorer=scorer,
+        bodyparts=list(cfg["metadata"]["bodyparts"]),
+        unique_bodyparts=list(plan.unique_bodyparts),
+        individuals=list(plan.individuals),
+        multi_animal=plan.multi_animal,
+        input=InputSpec(batch=BatchRange(1, min(8, max_batch), max_batch)),
+        decoder=dict(plan.decoder),
+        graphs={"pose": GraphSpec(file="pose.onnx", opset=opset, inputs=plan.inputs,
+                                  outputs=list(plan.outputs))},
+        source={"snapshot": str(snapshot_path.resolve()),
+                "snapshot_sha256": sha256_file(snapshot_path),
+                "net_type": cfg.get("net_type"), "config": "pytorch_config.yaml"},
+        parity="parity.json",
+    )
+
+
+def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
+                  tolerance_px: float) -> ParityReport:
+    """Eager PyTorch vs the staged bundle on ONNX Runtime, compared after the runtime's own
+    host steps (its pipeline's ``postprocess``: PAF assembly, identity, padding), so the check
+    covers what ``analyze_video`` will write."""
+    bundle = Bundle.load(staging)
+    backend = OnnxRuntimeBackend(bundle.graph_path("pose"), device="cpu")
+    try:
+        pipeline = make_pipeline(bundle, backend)
+
+        def decode(outputs: dict[str, np.ndarray]) -> np.ndarray:
+            n = len(next(iter(outputs.values())))
+            result = pipeline.postprocess(outputs, n)
+            parts = [result.keypoints.reshape(n, -1, 3)]
+            if result.unique_keypoints is not None:
+                parts.append(result.unique_keypoints.reshape(n, -1, 3))
+            return np.concatenate(parts, axis=1)
+
+        return run_parity(plan.wrapper, backend.run, frames, source=source,
+                          backend=backend.name, tolerance_px=tolerance_px,
+                          output_names=plan.output_names, decode=decode)
+    finally:
+        backend.close()
 
 
 TIMING_CACHE = Path.home() / ".cache" / "dlc-deploy" / "tensorrt-timing.cache"

@@ -43,30 +43,62 @@ class ParityReport:
 
 
 def keypoint_errors(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-keypoint Euclidean pixel error and absolute likelihood error of (..., 3) arrays."""
+    """Per-keypoint Euclidean pixel error and absolute likelihood error of (..., 3) arrays.
+
+    A keypoint missing (NaN) in both counts as equal; missing in one only is an infinite error.
+    """
     if reference.shape != candidate.shape:
         raise ParityError(f"output shapes differ: PyTorch {reference.shape} vs export "
                           f"{candidate.shape}")
-    px = np.linalg.norm(reference[..., :2] - candidate[..., :2], axis=-1)
-    return px, np.abs(reference[..., 2] - candidate[..., 2])
+    ref_missing = np.isnan(reference[..., :2]).any(-1)
+    cand_missing = np.isnan(candidate[..., :2]).any(-1)
+    with np.errstate(invalid="ignore"):
+        px = np.linalg.norm(reference[..., :2] - candidate[..., :2], axis=-1)
+    px = np.where(ref_missing & cand_missing, 0.0, px)
+    px = np.where(ref_missing ^ cand_missing, np.inf, px)
+    lik = np.abs(np.nan_to_num(reference[..., 2]) - np.nan_to_num(candidate[..., 2]))
+    return px, lik
+
+
+Outputs = dict[str, np.ndarray]
+
+
+def _as_outputs(value, names: tuple[str, ...]) -> Outputs:
+    """A module's or backend's result (tensor, tuple of them, array, dict) -> {name: array}."""
+    if isinstance(value, dict):
+        return {k: np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v)
+                for k, v in value.items()}
+    if not isinstance(value, (tuple, list)):
+        value = (value,)
+    return {name: np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v)
+            for name, v in zip(names, value)}
 
 
 @torch.no_grad()
-def run_parity(reference: torch.nn.Module, candidate: Callable[[np.ndarray], np.ndarray],
+def run_parity(reference: torch.nn.Module, candidate: Callable[[np.ndarray], np.ndarray | Outputs],
                frames: np.ndarray, *, source: str, backend: str,
-               tolerance_px: float = DEFAULT_TOLERANCE_PX, batch_size: int = 4) -> ParityReport:
+               tolerance_px: float = DEFAULT_TOLERANCE_PX, batch_size: int = 4,
+               output_names: tuple[str, ...] = ("keypoints",),
+               decode: Callable[[Outputs], np.ndarray] | None = None) -> ParityReport:
     """Runs both on the same uint8 NHWC frames and reports the keypoint differences.
 
     Args:
-        reference: the eager wrapper (frames -> keypoints).
-        candidate: the exported graph as a callable (e.g. an onnxruntime backend's run).
+        reference: the eager wrapper (frames -> keypoints, or a tuple of ``output_names``).
+        candidate: the exported graph as a callable (e.g. an onnxruntime backend's run),
+            returning keypoints or a dict of named outputs.
         frames: (n, H, W, 3) uint8 RGB.
+        output_names: names of the reference's outputs, in order.
+        decode: named outputs -> keypoints (B, M, 3), the host steps (e.g. PAF assembly) run
+            on both sides; default: the first output as it is. Comparing decoded keypoints
+            checks what users get, not intermediate tensors.
     """
+    decode = decode or (lambda outputs: outputs[output_names[0]])
     ref_out, cand_out = [], []
     for start in range(0, len(frames), batch_size):
         batch = frames[start:start + batch_size]
-        ref_out.append(reference(torch.from_numpy(np.ascontiguousarray(batch))).numpy())
-        cand_out.append(np.asarray(candidate(batch)))
+        ref = reference(torch.from_numpy(np.ascontiguousarray(batch)))
+        ref_out.append(decode(_as_outputs(ref, output_names)))
+        cand_out.append(decode(_as_outputs(candidate(batch), output_names)))
     px, lik = keypoint_errors(np.concatenate(ref_out), np.concatenate(cand_out))
     max_px = float(px.max())
     return ParityReport(

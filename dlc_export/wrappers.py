@@ -54,3 +54,99 @@ class BottomUpSingleAnimal(nn.Module):
         outputs = self.model(self.normalize(frames))
         predictor = self.model.heads[self.head].predictor
         return predictor(self.stride, outputs[self.head])["poses"].to(torch.float32)
+
+
+def _unique_keypoints(model: PoseModel, outputs: dict[str, dict[str, torch.Tensor]]
+                      ) -> torch.Tensor:
+    """(B, U, 3) from the ``unique_bodypart`` head (a single-animal heatmap head)."""
+    predictor = model.heads["unique_bodypart"].predictor
+    stride = model.get_stride("unique_bodypart")
+    return predictor(stride, outputs["unique_bodypart"])["poses"][:, 0].to(torch.float32)
+
+
+def _identity_scores(model: PoseModel, outputs: dict[str, dict[str, torch.Tensor]],
+                     poses: torch.Tensor) -> torch.Tensor:
+    """(B, N, K, num_ids) identity scores sampled at ``poses`` (B, N, K, 2+) in the graph."""
+    predictor = model.heads["identity"].predictor
+    stride = model.get_stride("identity")
+    return predictor.keypoint_scores(stride, outputs["identity"], poses).to(torch.float32)
+
+
+class BottomUpMultiAnimal(nn.Module):
+    """Base of the multi-animal wrappers: frames -> a tuple of named fixed-shape outputs.
+
+    ``output_names`` lists the outputs in the order ``forward`` returns them; the optional
+    heads of DeepLabCut's multi-animal models add ``unique_keypoints`` (B, U, 3) (the
+    ``unique_bodypart`` head) and identity scores (the ``identity`` head).
+
+    Args:
+        model: a PoseModel with a ``bodypart`` head (and optional ``unique_bodypart`` and
+            ``identity`` heads).
+        head: the head to decode.
+    """
+
+    base_outputs: tuple[str, ...] = ()
+    identity_output = "identity_scores"
+
+    def __init__(self, model: PoseModel, head: str = "bodypart"):
+        super().__init__()
+        self.normalize = NormalizeFrames()
+        self.model = model
+        self.head = head
+        self.stride = model.get_stride(head)
+        self.with_unique = "unique_bodypart" in model.heads
+        self.with_identity = "identity" in model.heads
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        names = list(self.base_outputs)
+        if self.with_unique:
+            names.append("unique_keypoints")
+        if self.with_identity:
+            names.append(self.identity_output)
+        return tuple(names)
+
+
+class BottomUpPAF(BottomUpMultiAnimal):
+    """frames -> the PAF predictor's tensor half: (peaks (B, K, P, 2), scores (B, K, P),
+    peak_index (B, K, P) int64, affinities (B, E, P, P)[, unique_keypoints (B, U, 3)]
+    [, peak_identity (B, K, P, num_ids)]). Animals are assembled on the host (the runtime).
+
+    Identity is scored at every candidate peak, not at the assembled keypoints (those only
+    exist after assembly): the host gives each keypoint the scores of the peak it came from.
+    """
+
+    base_outputs = ("peaks", "scores", "peak_index", "affinities")
+    identity_output = "peak_identity"
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(self.normalize(frames))
+        predictor = self.model.heads[self.head].predictor
+        tensors = predictor.forward_tensors(self.stride, outputs[self.head])
+        result = [tensors[name] for name in self.base_outputs]
+        if self.with_unique:
+            result.append(_unique_keypoints(self.model, outputs))
+        if self.with_identity:
+            # keypoint_scores reads (B, N, K, 2) poses: peaks (B, K, P, 2) as P "animals".
+            scores = _identity_scores(self.model, outputs, tensors["peaks"].transpose(1, 2))
+            result.append(scores.transpose(1, 2))
+        return tuple(result)
+
+
+class BottomUpPoses(BottomUpMultiAnimal):
+    """frames -> keypoints (B, N, K, 3) of a predictor that returns finished animals (DEKR),
+    padded slots x = y = -1, score 0[, unique_keypoints (B, U, 3)][, identity_scores
+    (B, N, K, num_ids)]. Returns a tensor when keypoints are the only output."""
+
+    base_outputs = ("keypoints",)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outputs = self.model(self.normalize(frames))
+        predictor = self.model.heads[self.head].predictor
+        poses = predictor(self.stride, outputs[self.head])["poses"].to(torch.float32)
+        result = [poses]
+        if self.with_unique:
+            result.append(_unique_keypoints(self.model, outputs))
+        if self.with_identity:
+            result.append(_identity_scores(self.model, outputs, poses))
+        return result[0] if len(result) == 1 else tuple(result)

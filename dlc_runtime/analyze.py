@@ -16,7 +16,7 @@ from dlc_runtime.backends.base import Backend, make_backend
 from dlc_runtime.bundle import Bundle, _package_version
 from dlc_runtime.outputs import (H5_KEY, H5Writer, ResultPaths, build_meta, write_csv_from_h5,
                                  write_meta_pickle)
-from dlc_runtime.pipelines.base import make_pipeline
+from dlc_runtime.pipelines.base import make_pipeline, pipeline_class
 from dlc_runtime.video import VideoIterator
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,11 @@ def analyze_video(
     own_backend = not isinstance(backend, Backend)
     engine: Backend | None = None
     try:
-        engine = (make_backend(bundle, backend, device, **(backend_options or {}))
+        options = dict(backend_options or {})
+        graph = getattr(pipeline_class(bundle), "backend_graph", "pose")
+        if graph != "pose":  # backends run the "pose" graph unless told otherwise
+            options.setdefault("graph", graph)
+        engine = (make_backend(bundle, backend, device, **options)
                   if own_backend else backend)  # type: ignore[arg-type]
         pipeline = make_pipeline(bundle, engine)
         pipeline.check_frame_size(video.width, video.height, source=f"video {video_path}")

@@ -13,7 +13,7 @@ import yaml
 from dlc_train.models import HEADS, PoseModel
 from dlc_train.models.backbones.dlcrnet import DLCRNet
 from dlc_train.models.predictors.paf import PartAffinityFieldPredictor
-from dlc_train.models.predictors.paf_assembly import PafAssembler, linear_sum_assignment
+from dlc_runtime.postprocess.paf_assembly import PafAssembler, linear_sum_assignment
 from dlc_train.models.target_generators.paf_targets import (
     PartAffinityFieldGenerator,
     SequentialGenerator,

@@ -1,4 +1,4 @@
-"""Pipeline interface and registry: one pipeline per bundle task.
+"""Pipeline interface and registry: one pipeline per bundle task (and decoder, where it matters).
 
 A pipeline turns a batch of uint8 RGB frames into keypoints in frame coordinates:
 ``preprocess -> inference (backend) -> postprocess`` (rtmlib's shape). It is stateless across
@@ -36,27 +36,48 @@ class PoseResult:
 
 
 PipelineFactory = Callable[["Bundle", "Backend"], Callable[[np.ndarray], PoseResult]]
+#: task -> pipeline, or "task/decoder type" -> pipeline for decoders needing their own host steps.
 PIPELINES: dict[str, PipelineFactory] = {}
 
 
-def register_pipeline(task: str) -> Callable[[PipelineFactory], PipelineFactory]:
-    """Decorator registering a pipeline class for a bundle ``task``."""
+def pipeline_key(task: str, decoder: str | None = None) -> str:
+    return f"{task}/{decoder}" if decoder else task
+
+
+def register_pipeline(task: str, decoder: str | None = None
+                      ) -> Callable[[PipelineFactory], PipelineFactory]:
+    """Decorator registering a pipeline class for a bundle ``task``.
+
+    Args:
+        task: the manifest's ``task``.
+        decoder: the manifest's ``decoder.type`` when the pipeline is specific to it (e.g.
+            ``paf``, whose assembly runs on the host); None for the task's default pipeline.
+    """
 
     def wrap(cls: PipelineFactory) -> PipelineFactory:
-        PIPELINES[task] = cls
+        PIPELINES[pipeline_key(task, decoder)] = cls
         return cls
 
     return wrap
 
 
-def make_pipeline(bundle: Bundle, backend: Backend):  # -> pipeline instance
-    """The pipeline for ``bundle.task`` running on ``backend``."""
+def pipeline_class(bundle: Bundle) -> PipelineFactory:
+    """The pipeline class for ``bundle.task`` (and its decoder type, when one is registered).
+
+    A class may set ``backend_graph``: the manifest graph that the backend it is handed runs
+    (``"pose"`` when unset; the top-down pipeline's is its detector).
+    """
     import dlc_runtime.pipelines  # noqa: F401  (registers the built-in pipelines)
 
-    try:
-        cls = PIPELINES[bundle.task]
-    except KeyError:
+    decoder = (bundle.manifest.decoder or {}).get("type")
+    cls = PIPELINES.get(pipeline_key(bundle.task, decoder)) or PIPELINES.get(bundle.task)
+    if cls is None:
         raise BundleError(f"{bundle.path}: task '{bundle.task}' is not supported by this "
                           f"dlc_runtime yet (supported: {', '.join(sorted(PIPELINES))}); "
-                          "export a bottom-up model or upgrade dlc-deploy") from None
-    return cls(bundle, backend)
+                          "re-export the bundle or upgrade dlc-deploy")
+    return cls
+
+
+def make_pipeline(bundle: Bundle, backend: Backend):  # -> pipeline instance
+    """The pipeline for ``bundle``, running on ``backend``."""
+    return pipeline_class(bundle)(bundle, backend)

@@ -1,4 +1,10 @@
-"""Bottom-up pose pipeline: whole frames in, keypoints out, decoding done inside the graph."""
+"""Bottom-up pose pipeline: whole frames in, keypoints out, decoding done inside the graph.
+
+Serves single-animal heatmap bundles and multi-animal bundles whose graph returns finished
+animals (DEKR): their padded slots (x = y = -1, score 0) become NaN, DeepLabCut's "not found",
+and an ``identity_scores`` output, when present, orders the animals by identity on the host.
+PAF bundles, whose animals are assembled on the host, use ``bottom_up_paf.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import numpy as np
 
 from dlc_runtime.errors import BackendError, BundleError, VideoError
 from dlc_runtime.pipelines.base import PoseResult, register_pipeline
+from dlc_runtime.postprocess.identity import reorder_by_identity
 
 if TYPE_CHECKING:
     from dlc_runtime.backends.base import Backend
@@ -15,6 +22,7 @@ if TYPE_CHECKING:
 
 KEYPOINTS = "keypoints"
 UNIQUE_KEYPOINTS = "unique_keypoints"
+IDENTITY_SCORES = "identity_scores"
 
 
 @register_pipeline("bottom_up")
@@ -26,25 +34,26 @@ class BottomUpPipeline:
         backend: the backend running its ``pose`` graph.
     """
 
-    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+    #: graph outputs this pipeline reads (the manifest must list them).
+    required_outputs: tuple[str, ...] = (KEYPOINTS,)
+
+    def __init__(self, bundle: Bundle, backend: Backend | None) -> None:
         where = f"{bundle.path}"
         if bundle.task != "bottom_up":
-            raise BundleError(f"{where}: BottomUpPipeline needs a bottom_up bundle, got "
+            raise BundleError(f"{where}: {type(self).__name__} needs a bottom_up bundle, got "
                               f"'{bundle.task}'")
-        if bundle.multi_animal and len(bundle.individuals) > 1:
-            # Several animals need assembly + identity/tracking on the host; that is a later step.
-            raise BundleError(f"{where}: multi-animal bottom-up bundles ({len(bundle.individuals)}"
-                              " individuals) are not supported by this dlc_runtime yet; use a "
-                              "single-animal bundle or upgrade dlc-deploy")
         graph = bundle.graph("pose")
-        if graph.output(KEYPOINTS) is None:
-            raise BundleError(f"{where}: the pose graph has no '{KEYPOINTS}' output (outputs: "
-                              f"{[o.name for o in graph.outputs]}); re-export the bundle")
+        for name in self.required_outputs:
+            if graph.output(name) is None:
+                raise BundleError(f"{where}: the pose graph has no '{name}' output (outputs: "
+                                  f"{[o.name for o in graph.outputs]}); re-export the bundle")
         self.bundle = bundle
         self.backend = backend
         self.batch = bundle.input.batch
         self.n_bodyparts = len(bundle.bodyparts)
+        self.n_individuals = len(bundle.individuals) if bundle.multi_animal else 1
         self.want_unique = bool(bundle.unique_bodyparts)
+        self.has_identity = graph.output(IDENTITY_SCORES) is not None
         if self.want_unique and graph.output(UNIQUE_KEYPOINTS) is None:
             raise BundleError(f"{where}: the manifest lists unique bodyparts but the pose graph "
                               f"has no '{UNIQUE_KEYPOINTS}' output; re-export the bundle")
@@ -73,19 +82,35 @@ class BottomUpPipeline:
         return frames, n
 
     def inference(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.backend is None:
+            raise BackendError(f"{type(self).__name__} was built without a backend (host steps "
+                               "only): pass one to run graphs")
         return self.backend.run(images)
 
     def postprocess(self, outputs: dict[str, np.ndarray], n_valid: int) -> PoseResult:
+        """Graph outputs (numpy) -> keypoints of the ``n_valid`` first frames.
+
+        Also called by the exporter on the eager model's outputs for its parity check, so the
+        host steps checked there are these.
+        """
         kp = outputs.get(KEYPOINTS)
-        if kp is None or kp.ndim != 4 or kp.shape[2:] != (self.n_bodyparts, 3):
+        if kp is None or kp.ndim != 4 or kp.shape[2:] != (self.n_bodyparts, 3) \
+                or kp.shape[1] < self.n_individuals:
             shape = None if kp is None else kp.shape
             raise BackendError(f"pose graph of {self.bundle.path} returned keypoints of shape "
-                               f"{shape}, expected (B, N, {self.n_bodyparts}, 3); re-export it")
+                               f"{shape}, expected (B, N>={self.n_individuals}, "
+                               f"{self.n_bodyparts}, 3); re-export it")
+        kp = kp[:n_valid].astype(np.float32, copy=True)
+        if self.bundle.multi_animal:
+            padded = (kp[..., 0] == -1) & (kp[..., 1] == -1) & (kp[..., 2] <= 0)
+            kp[padded, :2] = np.nan
+            if self.has_identity and IDENTITY_SCORES in outputs:
+                kp = reorder_by_identity(kp, outputs[IDENTITY_SCORES][:n_valid])
+        return PoseResult(keypoints=kp, unique_keypoints=self._unique(outputs, n_valid))
+
+    def _unique(self, outputs: dict[str, np.ndarray], n_valid: int) -> np.ndarray | None:
         unique = outputs.get(UNIQUE_KEYPOINTS) if self.want_unique else None
-        return PoseResult(
-            keypoints=kp[:n_valid].astype(np.float32, copy=False),
-            unique_keypoints=None if unique is None else unique[:n_valid],
-        )
+        return None if unique is None else unique[:n_valid].astype(np.float32, copy=False)
 
     def __call__(self, frames: np.ndarray) -> PoseResult:
         """Keypoints of a (B, H, W, 3) uint8 RGB batch of any size B >= 1."""

@@ -113,12 +113,14 @@ def nms_mask_fixed(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: flo
         span = boxes.amax(dim=(1, 2)).clamp(min=0) + 1  # (B,): per-image coordinate range
         boxes = boxes + (idxs.to(boxes) * span[:, None])[..., None]
     # Rank by score (invalid last) and work in rank order.
-    order = torch.where(valid, scores, scores.new_tensor(-math.inf)).argsort(dim=1,
-                                                                            descending=True)
+    # topk with a Python-int K rather than argsort: exported, argsort's K is read from the
+    # tensor's shape at run time, and TensorRT's TopK needs a build-time constant.
+    order = torch.where(valid, scores, scores.new_tensor(-math.inf)).topk(int(n), dim=1).indices
     sorted_boxes = torch.gather(boxes, 1, order[..., None].expand(b, n, 4))
     sorted_valid = torch.gather(valid, 1, order)
     over = box_iou(sorted_boxes, sorted_boxes) > iou_threshold
-    over &= torch.ones(n, n, dtype=torch.bool, device=boxes.device).triu(1)  # only j < i
+    # Out of place: the ONNX exporter has no in-place ``&=`` (aten::__iand_).
+    over = over & torch.ones(n, n, dtype=torch.bool, device=boxes.device).triu(1)  # only j < i
     keep = sorted_valid.clone()
     steps = n if max_iterations is None else max_iterations
     for _ in range(steps):

@@ -134,7 +134,10 @@ class DEKRPredictor(BasePredictor):
         keypoints lie closer than ``nms_threshold * diag_i``, diag_i being the diagonal of pose
         i's keypoint bounding box (DEKR's rule, with a fraction in place of its fixed count).
         """
-        batch, n, num_kpts, _ = poses.shape
+        batch, _, num_kpts, _ = poses.shape
+        # The slot count is the configured one: a constant K for TopK, which TensorRT needs
+        # (a K read from the tensor's shape would be a run-time value in the exported graph).
+        n = self.num_animals
         xy = poses[..., :2]
         extent = xy.amax(dim=2) - xy.amin(dim=2)                           # (B, N, 2)
         diag = extent.pow(2).sum(-1).sqrt()                                # (B, N)

@@ -13,16 +13,17 @@ DeepLabCut 3 splits this in three steps:
 1 + 2 fused: it samples the low-resolution maps directly (``grid_sample`` at the point where the
 resize would have read them), which gives the same numbers without ever building the
 full-resolution map, with tensor ops only, so it traces into ONNX. ``assign_identity`` is step
-3, numpy only, for the host.
+3, numpy only, for the host (``dlc_runtime.postprocess.identity``).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dlc_train.models.predictors.base import PREDICTORS, BasePredictor
-from dlc_train.models.predictors.paf_assembly import linear_sum_assignment
+# Step 3 is the runtime's numpy code, re-exported here: training evaluation and deployment
+# assign identities with the same function (see docs/architecture.md, dependency rule).
+from dlc_runtime.postprocess.identity import assign_identity
 
 
 @PREDICTORS.register_module
@@ -87,29 +88,4 @@ class IdentityPredictor(BasePredictor):
         return sampled[:, :, 0].transpose(1, 2).reshape(*poses.shape[:3], heatmap.shape[1])
 
 
-def assign_identity(poses: np.ndarray, identity_scores: np.ndarray) -> np.ndarray:
-    """DeepLabCut's identity assignment for one image.
-
-    Args:
-        poses: (N, K, 3) predicted animals (score last).
-        identity_scores: (N, K, num_ids) from ``IdentityPredictor.keypoint_scores``.
-
-    Returns:
-        ``order`` such that ``poses[order][i]`` is individual ``i``: the assignment maximizing
-        the keypoint-confidence weighted mean identity score, as DeepLabCut computes it (with
-        N == num_ids, as after DeepLabCut's padding to the number of individuals).
-    """
-    poses = np.asarray(poses, dtype=np.float64)
-    identity_scores = np.asarray(identity_scores, dtype=np.float64)
-    if len(poses) != len(identity_scores):
-        raise ValueError(f"{len(poses)} predicted animals but {len(identity_scores)} sets of "
-                         f"identity scores")
-    if identity_scores.ndim != 3 or identity_scores.shape[0] != identity_scores.shape[2]:
-        # DeepLabCut pads the predictions to the number of individuals before assigning.
-        raise ValueError(f"identity scores of shape {identity_scores.shape}: pad the "
-                         f"predictions to one per individual (N == num_ids) first")
-    cost = np.mean(poses[:, :, 2:3] * identity_scores, axis=1)          # (N, num_ids)
-    rows, cols = linear_sum_assignment(cost, maximize=True)
-    order = np.zeros(len(rows), dtype=np.int64)
-    order[cols] = rows
-    return order
+__all__ = ["IdentityPredictor", "assign_identity"]

@@ -6,8 +6,8 @@ Split in two so that the tensor work can live inside an exported graph:
   peaks per bodypart with locref refinement, and the PAF line integral of every kept edge between
   every pair of candidate peaks. Tensor ops only, fixed-size outputs (padded with -1 / score 0):
   it traces into ONNX with dynamic batch and H/W.
-- ``assemble`` (``paf_assembly.PafAssembler``, numpy only): greedy grouping of the peaks into
-  individuals, run on the host (by the runtime, without torch).
+- ``assemble`` (``dlc_runtime.postprocess.paf_assembly.PafAssembler``, numpy only): greedy
+  grouping of the peaks into individuals, run on the host (by the runtime, without torch).
 
 ``forward`` runs both and returns ``{"poses": (B, num_animals, num_multibodyparts, 3)}``.
 """
@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from dlc_train.models.predictors.base import PREDICTORS, BasePredictor
-from dlc_train.models.predictors.paf_assembly import PafAssembler
+# The assembler is the runtime's (numpy only): the same code assembles in training evaluation
+# and in deployment (a documented exception to the dependency rule, docs/architecture.md).
+from dlc_runtime.postprocess.paf_assembly import PafAssembler
 
 TENSOR_OUTPUTS = ("peaks", "scores", "peak_index", "affinities")
 

@@ -13,8 +13,9 @@ PAF predictor uses (optimal pairing per edge, no calibration, no temporal window
 5. animals with a single link are dropped, overlapping ones suppressed (``max_overlap``), the
    rest ordered by total affinity and cut to ``num_animals``.
 
-No torch and no scipy here (the assignment is a small Hungarian solver), so the module can be
-vendored into ``dlc_runtime``.
+No torch and no scipy here (the assignment is a small Hungarian solver). It lives in the runtime
+(the bottom layer) and ``dlc_train``'s PAF predictor imports it from here, so training evaluation
+and deployment assemble with the same code (see docs/architecture.md, dependency rule).
 """
 from __future__ import annotations
 

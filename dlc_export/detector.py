@@ -1,0 +1,152 @@
+"""Detector export: uint8 frames in, fixed-size boxes and scores out (decoding + NMS in the graph).
+
+``DetectorGraph`` wraps a DeepLabCut top-down detector (``dlc_train.models.detectors``) so the
+exported graph takes what the runtime has (uint8 NHWC RGB frames of any size) and returns
+``boxes`` (B, D, 4) x1, y1, x2, y2 in frame pixels and ``scores`` (B, D), best first, padded with
+score 0. Box decoding, the score threshold and a fixed-iteration NMS run inside the graph.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
+from dlc_train.models.detectors import DETECTORS, BaseDetector, SSDLite
+from dlc_train.models.detectors.base import deeplabcut_detector_input
+from dlc_train.models.loading import SnapshotError, read_snapshot
+
+#: NMS iterations baked into the graph. Greedy NMS converges in as many steps as the longest
+#: suppression chain; 24 covers trained detectors with margin (each step is one (B, N, N) op).
+DEFAULT_NMS_ITERATIONS = 24
+#: Detections the graph returns per frame (the runtime keeps the top ``max_individuals``).
+DEFAULT_MAX_DETECTIONS = 32
+
+
+class DetectorGraph(nn.Module):
+    """frames (B, H, W, 3) uint8 -> boxes (B, D, 4) float32 frame pixels, scores (B, D).
+
+    Args:
+        detector: an SSDLite detector in eval mode.
+        max_detections: D.
+        nms_iterations: fixed NMS iteration count (see ``nms_mask_fixed``).
+        normalize_images: the detector config's ``normalize_images`` (DeepLabCut's double
+            normalization, see ``deeplabcut_detector_input``).
+    """
+
+    def __init__(self, detector: BaseDetector, max_detections: int = DEFAULT_MAX_DETECTIONS,
+                 nms_iterations: int = DEFAULT_NMS_ITERATIONS, normalize_images: bool = True):
+        super().__init__()
+        if not isinstance(detector, SSDLite):
+            raise ExportError(f"{type(detector).__name__} has no fixed-size export path yet; "
+                              "only SSDLite detectors export (Faster R-CNN is planned)")
+        self.detector = detector
+        self.max_detections = int(max_detections)
+        self.nms_iterations = int(nms_iterations)
+        self.normalize_images = normalize_images
+        self.size = tuple(detector.model.transform.fixed_size)  # (320, 320)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Cast before permuting (TensorRT cannot transpose uint8).
+        x = frames.to(torch.float32).permute(0, 3, 1, 2)
+        # Frame size as a tensor (taken after the cast: TensorRT reads uint8 only through a
+        # Cast), so the graph keeps a dynamic H, W.
+        hw = torch._shape_as_tensor(x)[2:4].to(torch.float32)
+        # Resize here rather than inside SSD's transform: the transform maps boxes back with
+        # Python floats taken from the input shape, which tracing would freeze to the example's
+        # frame size. Normalization is per-channel affine, so it commutes with the bilinear
+        # resize and the network sees the same input as in eager mode.
+        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        x = deeplabcut_detector_input(x, self.normalize_images)
+        out = self.detector.model.predict_fixed(x, self.max_detections, self.nms_iterations)
+        wh = torch.stack((hw[1] / self.size[1], hw[0] / self.size[0]))
+        boxes = out["boxes"] * torch.cat((wh, wh))
+        return boxes, out["scores"]
+
+
+@torch.no_grad()
+def eager_detections(detector: BaseDetector, frames: np.ndarray, max_detections: int,
+                     normalize_images: bool = True) -> dict[str, np.ndarray]:
+    """The reference: DeepLabCut's eager detector path (model forward, then padded best first).
+
+    Args:
+        frames: (B, H, W, 3) uint8 RGB.
+    """
+    from dlc_train.models.detectors.base import pad_detections
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    _, detections = detector(deeplabcut_detector_input(x, normalize_images))
+    out = pad_detections(detections, max_detections)
+    return {"boxes": out["boxes"].numpy(), "scores": out["scores"].numpy()}
+
+
+def build_detector(pytorch_config: dict, snapshot_path: str | Path | None = None,
+                   *, where: str = "config") -> BaseDetector:
+    """Builds the config's ``detector.model`` (eval mode) and loads ``snapshot_path`` into it.
+
+    Without a snapshot the detector keeps its random initialization (tests, dry runs).
+    """
+    section = pytorch_config.get("detector")
+    if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
+        raise ExportError(f"{where}: no 'detector' section with a 'model'; a top-down config "
+                          "needs one (DeepLabCut writes it for top-down shuffles)")
+    try:
+        detector = DETECTORS.build(dict(section["model"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ExportError(f"{where}: cannot build the detector: {err}") from None
+    if snapshot_path is not None:
+        snapshot = read_snapshot(snapshot_path)
+        state = snapshot.get("model", snapshot)
+        try:
+            detector.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise SnapshotError(f"{snapshot_path}: does not fit the configured detector "
+                                f"{section['model'].get('type')}: {first}") from None
+    return detector.eval()
+
+
+def detector_normalizes(pytorch_config: dict) -> bool:
+    """The detector's ``normalize_images`` (DeepLabCut's default: True)."""
+    data = (pytorch_config.get("detector") or {}).get("data") or {}
+    return bool((data.get("inference") or {}).get("normalize_images", True))
+
+
+def export_detector_onnx(graph: DetectorGraph, example: np.ndarray, path: str | Path, *,
+                         opset: int = DEFAULT_OPSET, simplify: bool = True) -> Path:
+    """Writes ``graph`` to ``path`` (dynamic batch and frame size, TensorRT operator check)."""
+    return export_onnx(graph, torch.from_numpy(np.ascontiguousarray(example)), path,
+                       output_names=("boxes", "scores"), opset=opset, simplify=simplify)
+
+
+def box_iou_np(a: np.ndarray, b: np.ndarray, extent: float = 0.0) -> np.ndarray:
+    """IoU matrix of (N, 4) and (M, 4) x1y1x2y2 boxes, each side extended by ``extent`` px."""
+    a = a + np.array([0, 0, extent, extent])
+    b = b + np.array([0, 0, extent, extent])
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
+
+
+def matched_iou(ref_boxes: np.ndarray, ref_scores: np.ndarray, boxes: np.ndarray,
+                min_score: float = 0.1) -> float:
+    """Smallest best-match IoU of the reference boxes scoring above ``min_score`` (1 if none).
+
+    Boxes are measured pixel-inclusive (x2 + 1, y2 + 1): clipping at the frame border gives
+    untrained detectors zero-width boxes, whose plain IoU with themselves is 0/0.
+
+    Args:
+        ref_boxes, boxes: (B, D, 4); ref_scores: (B, D).
+    """
+    worst = 1.0
+    for rb, rs, cb in zip(ref_boxes, ref_scores, boxes):
+        keep = rb[rs > min_score]
+        if len(keep):
+            worst = min(worst, float(box_iou_np(keep, cb, extent=1.0).max(axis=1).min()))
+    return worst

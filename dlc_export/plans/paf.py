@@ -1,0 +1,58 @@
+"""Bottom-up multi-animal PAF models (resnet_* on multi-animal projects, dlcrnet_*).
+
+The graph holds the PAF predictor's tensor half (peak NMS, top-k, locref, line-integral
+affinities, fixed shapes); the runtime's ``bottom_up_paf`` pipeline assembles animals on the
+host with the decoder parameters recorded here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlc_export.onnx_export import ExportError
+from dlc_export.plans.base import ExportPlan, metadata_names, optional_outputs
+from dlc_export.wrappers import BottomUpPAF
+from dlc_runtime.bundle import TensorSpec
+from dlc_train.models.model import PoseModel
+
+
+def check_backbone(cfg: dict, where: Path) -> None:
+    backbone = cfg["model"].get("backbone") or {}
+    if backbone.get("type") == "DLCRNet" and int(backbone.get("output_stride", 32)) == 32:
+        # Its multi-scale fusion downsamples with an antialiased bilinear resize
+        # (aten::_upsample_bilinear2d_aa), which the opset-17 ONNX exporter cannot express
+        # (measured: UnsupportedOperatorError). Refused up front, before a long trace fails.
+        raise ExportError(f"{where}: dlcrnet_stride32_ms5 cannot be exported: its multi-scale "
+                          "fusion downsamples with an antialiased bilinear resize, which has no "
+                          "ONNX opset-17 operator; use dlcrnet_stride16_ms5 (which only "
+                          "upsamples) or another architecture")
+
+
+def build(cfg: dict, model: PoseModel, where: Path) -> ExportPlan:
+    check_backbone(cfg, where)
+    bodyparts, unique, individuals = metadata_names(cfg)
+    predictor = model.heads["bodypart"].predictor
+    if predictor.num_uniquebodyparts:
+        raise ExportError(f"{where}: a PAF predictor with num_uniquebodyparts > 0 (unique "
+                          "bodyparts in the PAF heatmaps) is not exported; DeepLabCut 3 puts "
+                          "them in a separate unique_bodypart head")
+    if predictor.num_multibodyparts != len(bodyparts):
+        raise ExportError(f"{where}: the PAF predictor decodes {predictor.num_multibodyparts} "
+                          f"bodyparts but metadata lists {len(bodyparts)}")
+    wrapper = BottomUpPAF(model).eval()
+    k, p, e = len(bodyparts), predictor.max_peaks, len(predictor.edges_to_keep)
+    outputs = [TensorSpec("peaks", "float32", ["batch", k, p, 2]),
+               TensorSpec("scores", "float32", ["batch", k, p]),
+               TensorSpec("peak_index", "int64", ["batch", k, p]),
+               TensorSpec("affinities", "float32", ["batch", e, p, p])]
+    outputs += optional_outputs(cfg, where, ["batch", k, p], wrapper.identity_output)
+    decoder = {"type": "paf", "stride": wrapper.stride, "num_animals": predictor.num_animals,
+               "max_peaks": p, "graph": [list(edge) for edge in predictor.graph],
+               "edges_to_keep": list(predictor.edges_to_keep),
+               "nms_radius": predictor.nms_radius, "sigma": predictor.sigma,
+               "peak_threshold": predictor.peak_threshold,
+               "locref_std": predictor.locref_stdev, "min_affinity": predictor.min_affinity,
+               "num_samples": predictor.num_samples, "apply_sigmoid": predictor.apply_sigmoid,
+               "clip_scores": predictor.clip_scores, "identity": wrapper.with_identity}
+    return ExportPlan(kind="bottom_up_paf", wrapper=wrapper, outputs=outputs, decoder=decoder,
+                      individuals=individuals or ["individual_1"], unique_bodyparts=unique,
+                      multi_animal=True)

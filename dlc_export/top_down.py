@@ -1,0 +1,514 @@
+"""Top-down export: a detector graph plus a pose graph that crops inside itself.
+
+``pose.onnx`` takes the frames and boxes (``images`` uint8 (B, H, W, 3), ``boxes`` float32
+(B, M, 4) x1 y1 x2 y2 frame pixels) and returns ``keypoints`` (B, M, K, 3) in frame pixels. The
+crops are taken with ``grid_sample``, reproducing DeepLabCut 3's ``top_down_crop``: the box plus
+``bbox_margin`` on each side, widened to the crop's aspect ratio around its centre, corners rounded
+to whole pixels, zero padding where it leaves the frame, then a bilinear resize (cv2's half-pixel
+convention, border clamped to the crop) to the configured crop size. Keypoints come back as
+``x = x_crop * scale + offset``. One pass: the frames are uploaded once per graph and never cropped
+on the host.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlc_export.detector import (
+    DEFAULT_MAX_DETECTIONS,
+    DetectorGraph,
+    build_detector,
+    detector_normalizes,
+    eager_detections,
+    export_detector_onnx,
+    matched_iou,
+)
+from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, _simplify
+from dlc_export.parity import (
+    DEFAULT_TOLERANCE_PX,
+    ParityError,
+    ParityReport,
+    keypoint_errors,
+)
+from dlc_export.wrappers import NormalizeFrames
+from dlc_runtime.bundle import (
+    BatchRange,
+    GraphSpec,
+    InputSpec,
+    Manifest,
+    TensorSpec,
+    sha256_file,
+    write_manifest,
+)
+from dlc_train.config import read_config_as_dict, write_config
+from dlc_train.models.loading import build_model_from_config, build_model_from_snapshot
+from dlc_train.models.model import PoseModel
+from dlc_train.task import Task
+
+log = logging.getLogger(__name__)
+
+#: Detector score below which a box is not handed to the pose graph (recorded in the manifest).
+DEFAULT_BOX_SCORE_THRESHOLD = 0.1
+
+
+def crop_settings(cfg: dict) -> tuple[int, int, float]:
+    """(crop width, crop height, bbox margin) from a top-down pytorch_config."""
+    data = cfg.get("data") or {}
+    crop = (data.get("inference") or {}).get("top_down_crop") or {}
+    return int(crop.get("width", 256)), int(crop.get("height", 256)), \
+        float(data.get("bbox_margin", 20))
+
+
+def _pad_divisors(cfg: dict) -> tuple[int, int]:
+    pad = ((cfg.get("data") or {}).get("inference") or {}).get("auto_padding") or {}
+    return int(pad.get("pad_height_divisor", 1)), int(pad.get("pad_width_divisor", 1))
+
+
+def crop_windows(boxes: torch.Tensor, out_w: int, out_h: int, margin: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepLabCut's crop window per box: (offset x, y) and (crop width, height) in pixels.
+
+    Args:
+        boxes: (..., 4) x1, y1, x2, y2.
+    """
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    cx, cy = boxes[..., 0] + w / 2, boxes[..., 1] + h / 2
+    w, h = w + 2 * margin, h + 2 * margin
+    ratio = out_w / out_h
+    # Widen the short side to the output ratio (DeepLabCut's fix_bbox_aspect_ratio, branch-free).
+    w, h = torch.maximum(w, h * ratio), torch.maximum(h, w / ratio)
+    x1, x2 = torch.round(cx - w / 2), torch.round(cx + w / 2)
+    y1, y2 = torch.round(cy - h / 2), torch.round(cy + h / 2)
+    size = torch.stack((x2 - x1, y2 - y1), dim=-1).clamp(min=1.0)  # empty slots stay finite
+    return torch.stack((x1, y1), dim=-1), size
+
+
+class TopDownCrop(nn.Module):
+    """frames (B, 3, H, W) float + boxes (B, M, 4) -> crops (B*M, 3, out_h, out_w), offsets,
+    scales (B, M, 2) with ``frame = crop * scale + offset``.
+
+    The M crops of a frame are sampled as one tall grid over that frame, so the frames are
+    never repeated per box.
+    """
+
+    def __init__(self, out_w: int, out_h: int, margin: float):
+        super().__init__()
+        self.out_w, self.out_h, self.margin = int(out_w), int(out_h), float(margin)
+        self.register_buffer("jx", torch.arange(self.out_w, dtype=torch.float32) + 0.5,
+                             persistent=False)
+        self.register_buffer("jy", torch.arange(self.out_h, dtype=torch.float32) + 0.5,
+                             persistent=False)
+
+    def forward(self, frames: torch.Tensor, boxes: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, m = boxes.shape[0], boxes.shape[1]
+        offset, size = crop_windows(boxes, self.out_w, self.out_h, self.margin)
+        scale = size / size.new_tensor([self.out_w, self.out_h])
+        # cv2.resize (INTER_LINEAR): source = (j + 0.5) * scale - 0.5, clamped to the crop.
+        sx = torch.minimum((self.jx * scale[..., :1] - 0.5).clamp(min=0.0), size[..., :1] - 1)
+        sy = torch.minimum((self.jy * scale[..., 1:] - 0.5).clamp(min=0.0), size[..., 1:] - 1)
+        sx, sy = sx + offset[..., :1], sy + offset[..., 1:]  # (B, M, W'), (B, M, H') frame px
+        hw = torch._shape_as_tensor(frames)[2:4].to(frames.dtype)
+        # grid_sample, align_corners=False: pixel p sits at (2p + 1) / size - 1; outside the
+        # frame it reads zeros, DeepLabCut's zero padding.
+        gx = (2 * sx + 1) / hw[1] - 1
+        gy = (2 * sy + 1) / hw[0] - 1
+        grid = torch.stack((gx[:, :, None, :].expand(b, m, self.out_h, self.out_w),
+                            gy[:, :, :, None].expand(b, m, self.out_h, self.out_w)), dim=-1)
+        crops = F.grid_sample(frames, grid.reshape(b, m * self.out_h, self.out_w, 2),
+                              mode="bilinear", padding_mode="zeros", align_corners=False)
+        crops = crops.reshape(b, 3, m, self.out_h, self.out_w).transpose(1, 2)
+        return crops.reshape(b * m, 3, self.out_h, self.out_w), offset, scale
+
+
+class PoseOnCrops(nn.Module):
+    """normalized crops (N, 3, h, w) -> keypoints (N, K, 3) in crop pixels (model + predictor).
+
+    Args:
+        pad_divisors: (height, width) DeepLabCut's ``auto_padding`` (reflect, bottom/right).
+    """
+
+    def __init__(self, model: PoseModel, head: str = "bodypart",
+                 pad_divisors: tuple[int, int] = (1, 1)):
+        super().__init__()
+        self.model, self.head = model, head
+        self.stride = model.get_stride(head)
+        self.pad_divisors = pad_divisors
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        h, w = crops.shape[-2:]
+        pad_h = -int(h) % self.pad_divisors[0]
+        pad_w = -int(w) % self.pad_divisors[1]
+        if pad_h or pad_w:  # crop sizes are constants, so this is decided at export time
+            crops = F.pad(crops, (0, pad_w, 0, pad_h), mode="reflect")
+        outputs = self.model(crops)
+        poses = self.model.heads[self.head].predictor(self.stride, outputs[self.head])["poses"]
+        return poses[:, 0].to(torch.float32)
+
+
+class TopDownPose(nn.Module):
+    """images (B, H, W, 3) uint8 + boxes (B, M, 4) -> keypoints (B, M, K, 3) frame pixels."""
+
+    def __init__(self, model: PoseModel, crop_w: int, crop_h: int, margin: float,
+                 pad_divisors: tuple[int, int] = (1, 1)):
+        super().__init__()
+        self.normalize = NormalizeFrames()
+        self.crop = TopDownCrop(crop_w, crop_h, margin)
+        self.pose = PoseOnCrops(model, pad_divisors=pad_divisors)
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        # Cast before permuting (TensorRT), crop raw pixels (zero padding = black pixels, as
+        # DeepLabCut pads the uint8 image), then normalize the small crops.
+        frames = images.to(torch.float32).permute(0, 3, 1, 2)
+        crops, offset, scale = self.crop(frames, boxes.to(torch.float32))
+        crops = (crops - self.normalize.mean) * self.normalize.scale
+        kp = self.pose(crops)  # (B*M, K, 3)
+        b, m = boxes.shape[0], boxes.shape[1]
+        kp = kp.reshape(b, m, kp.shape[1], 3)
+        xy = kp[..., :2] * scale[:, :, None, :] + offset[:, :, None, :]
+        return torch.cat((xy, kp[..., 2:]), dim=-1)
+
+
+# -- the eager reference: DeepLabCut's CPU crop, then the PyTorch model ------------------------
+
+def deeplabcut_crop(image: np.ndarray, box: np.ndarray, out_w: int, out_h: int, margin: float
+                    ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """DeepLabCut 3's ``top_down_crop`` on one (H, W, 3) image and one x1y1x2y2 box.
+
+    Differs from DeepLabCut in one way only: the resize runs on float32 pixels (DeepLabCut
+    resizes uint8, rounding each crop pixel to an integer), so the reference measures the
+    graph rather than uint8 rounding.
+
+    Returns:
+        crop (out_h, out_w, 3) float32, (offset x, y), (scale x, y).
+    """
+    x, y = float(box[0]), float(box[1])
+    w, h = float(box[2]) - x, float(box[3]) - y
+    cx, cy = x + w / 2, y + h / 2
+    w, h = w + 2 * margin, h + 2 * margin
+    if w / h > out_w / out_h:
+        h = w / (out_w / out_h)
+    elif w / h < out_w / out_h:
+        w = h * (out_w / out_h)
+    x1, y1 = int(round(cx - w / 2)), int(round(cy - h / 2))
+    x2, y2 = int(round(cx + w / 2)), int(round(cy + h / 2))
+    crop_w, crop_h = max(x2 - x1, 1), max(y2 - y1, 1)
+    img_h, img_w = image.shape[:2]
+    window = np.zeros((crop_h, crop_w, 3), np.float32)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, img_w), min(y2, img_h)
+    if sx2 > sx1 and sy2 > sy1:
+        window[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+    crop = cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+    return crop, (float(x1), float(y1)), (crop_w / out_w, crop_h / out_h)
+
+
+@torch.no_grad()
+def eager_top_down(pose: PoseOnCrops, frames: np.ndarray, boxes: np.ndarray, crop_w: int,
+                   crop_h: int, margin: float) -> np.ndarray:
+    """Crop each box on the CPU the DeepLabCut way, run the PyTorch model, map back.
+
+    Args:
+        frames: (B, H, W, 3) uint8; boxes: (B, M, 4) x1y1x2y2.
+
+    Returns:
+        (B, M, K, 3) keypoints in frame pixels.
+    """
+    norm = NormalizeFrames()
+    out = []
+    for frame, frame_boxes in zip(frames, boxes):
+        crops, offsets, scales = [], [], []
+        for box in frame_boxes:
+            crop, offset, scale = deeplabcut_crop(frame, box, crop_w, crop_h, margin)
+            crops.append(crop)
+            offsets.append(offset)
+            scales.append(scale)
+        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+        x = (x - norm.mean) * norm.scale
+        kp = pose(x).numpy()
+        xy = kp[..., :2] * np.array(scales)[:, None] + np.array(offsets)[:, None]
+        out.append(np.concatenate((xy, kp[..., 2:]), axis=-1))
+    return np.stack(out).astype(np.float32)
+
+
+# -- export ----------------------------------------------------------------------------------
+
+def export_pose_onnx(module: TopDownPose, images: np.ndarray, boxes: np.ndarray,
+                     path: str | Path, *, opset: int = DEFAULT_OPSET,
+                     simplify: bool = True) -> Path:
+    """Writes the two-input pose graph (dynamic batch and frame size; M fixed at export)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                module.eval(), (torch.from_numpy(np.ascontiguousarray(images)),
+                                torch.from_numpy(np.ascontiguousarray(boxes, np.float32))),
+                tmp, dynamo=False, opset_version=opset, input_names=["images", "boxes"],
+                output_names=["keypoints"], do_constant_folding=True,
+                dynamic_axes={"images": {0: "batch", 1: "height", 2: "width"},
+                              "boxes": {0: "batch"}, "keypoints": {0: "batch"}})
+        graph = onnx.load(tmp)
+        onnx.checker.check_model(graph, full_check=True)
+        if simplify:
+            graph = _simplify(graph)
+        from dlc_export.tensorrt_ops import check_tensorrt_operators
+        check_tensorrt_operators(graph, where=path.name)
+        onnx.save(graph, tmp)
+        os.replace(tmp, path)
+    except Exception as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, ExportError):
+            raise
+        raise ExportError(f"ONNX export of the top-down pose graph failed: "
+                          f"{type(err).__name__}: {err}") from err
+    return path
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def parity_boxes(frames: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
+    """Boxes for the pose parity check: inside, across the border, thin and wide ones."""
+    rng = np.random.default_rng(seed)
+    b, h, w = frames.shape[:3]
+    boxes = np.empty((b, m, 4), np.float32)
+    for i in range(b):
+        for j in range(m):
+            kind = (i * m + j) % 4
+            bw, bh = rng.uniform(0.15, 0.5) * w, rng.uniform(0.15, 0.5) * h
+            if kind == 1:    # across the top-left corner
+                x1, y1 = -0.3 * bw, -0.2 * bh
+            elif kind == 2:  # across the bottom-right corner, wide and flat
+                bw, bh = 0.6 * w, 0.12 * h
+                x1, y1 = w - 0.7 * bw, h - 0.5 * bh
+            elif kind == 3:  # tall and thin
+                bw, bh = 0.08 * w, 0.6 * h
+                x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+            else:
+                x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+            boxes[i, j] = (x1, y1, x1 + bw, y1 + bh)
+    return boxes
+
+
+def find_detector_snapshot(snapshot_path: Path) -> Path | None:
+    """The newest ``snapshot-detector-*.pt`` beside the pose snapshot (best first, as DLC)."""
+    folder = snapshot_path.parent
+    best = sorted(folder.glob("snapshot-detector-best-*.pt"))
+    if best:
+        return best[-1]
+    found = sorted(folder.glob("snapshot-detector-*.pt"))
+    return found[-1] if found else None
+
+
+def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
+                           output: str | Path | None = None, *,
+                           detector_snapshot_path: str | Path | None = None,
+                           frames: Path | np.ndarray | None = None,
+                           tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                           allow_parity_failure: bool = False,
+                           max_individuals: int | None = None,
+                           random_detector: bool = False, random_pose: bool = False,
+                           opset: int = DEFAULT_OPSET, simplify: bool = True,
+                           max_batch: int = 64,
+                           box_score_threshold: float = DEFAULT_BOX_SCORE_THRESHOLD,
+                           max_detections: int = DEFAULT_MAX_DETECTIONS,
+                           **kwargs) -> ExportResult:
+    """Exports a top-down shuffle to a bundle with ``detector.onnx`` and ``pose.onnx``.
+
+    Args:
+        pytorch_config_path: the shuffle's pytorch_config.yaml (``method: td``).
+        snapshot_path: the pose ``snapshot-XXX.pt``.
+        output: bundle folder (default as ``export_bundle``).
+        detector_snapshot_path: the ``snapshot-detector-XXX.pt``; default: the newest one in
+            the pose snapshot's folder, where DeepLabCut writes it.
+        frames: parity frames (video, image folder or (n, H, W, 3) uint8 array).
+        tolerance_px: largest keypoint difference (pixels) the pose parity check accepts.
+        allow_parity_failure: write the bundle even when parity fails.
+        max_individuals: boxes per frame handed to the pose graph (default: the number of
+            individuals in the config).
+        random_detector: build the detector with random weights when no snapshot exists
+            (tests and dry runs only; the bundle records it).
+        random_pose: ignore ``snapshot_path`` and use random pose weights (tests only).
+        box_score_threshold: detector score under which a slot is left empty (runtime).
+        kwargs: options of ``export_bundle`` this exporter does not support yet (TensorRT,
+            torch artifacts) are refused rather than silently dropped.
+    """
+    from dlc_export.export import (
+        ExportResult,
+        _parity_frames,
+        _project_config,
+        _replace_dir,
+        scorer_name,
+    )
+
+    unsupported = {k: v for k, v in kwargs.items() if v not in (None, (), False)}
+    unsupported.pop("device", None)
+    if unsupported:
+        raise ExportError(f"top-down export does not support {sorted(unsupported)} yet; "
+                          "export without them")
+    pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
+    cfg = read_config_as_dict(pytorch_config_path)
+    metadata = cfg.get("metadata") or {}
+    if not metadata.get("bodyparts"):
+        raise ExportError(f"{pytorch_config_path}: metadata.bodyparts is missing or empty")
+    if Task.from_str(str(cfg.get("method", "bu"))) != Task.TOP_DOWN:
+        raise ExportError(f"{pytorch_config_path}: method {cfg.get('method')!r} is not top-down "
+                          "('td'); use export_bundle")
+    if not isinstance((cfg.get("detector") or {}).get("model"), dict):
+        raise ExportError(f"{pytorch_config_path}: no 'detector' section; a top-down config "
+                          "needs one (DeepLabCut writes it for top-down shuffles)")
+    if detector_snapshot_path is None:
+        detector_snapshot_path = find_detector_snapshot(snapshot_path)
+        if detector_snapshot_path is None and not random_detector:
+            raise ExportError(
+                f"no detector snapshot (snapshot-detector-XXX.pt) in {snapshot_path.parent}; "
+                "train the detector, pass detector_snapshot_path, or allow random detector "
+                "weights for a dry run")
+    detector = build_detector(cfg, detector_snapshot_path, where=str(pytorch_config_path))
+    model = build_model_from_config(cfg).eval() if random_pose \
+        else build_model_from_snapshot(cfg, snapshot_path)
+
+    individuals = list(metadata.get("individuals") or ["individual_1"])
+    m = int(max_individuals or len(individuals))
+    crop_w, crop_h, margin = crop_settings(cfg)
+    wrapper = TopDownPose(model, crop_w, crop_h, margin, _pad_divisors(cfg)).eval()
+    det_graph = DetectorGraph(detector, max_detections=max(max_detections, m),
+                              normalize_images=detector_normalizes(cfg)).eval()
+
+    project = _project_config(cfg, pytorch_config_path)
+    scorer = scorer_name(cfg, snapshot_path, project)
+    if output is None:
+        base = Path(project["project_path"]) / "exported-models-pytorch" if project \
+            else snapshot_path.parent
+        output = base / f"{scorer}.bundle"
+    output = Path(output)
+    parity_frames, source = _parity_frames(frames, project)
+    boxes = parity_boxes(parity_frames, m)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
+    try:
+        det_path = export_detector_onnx(det_graph, parity_frames[:2], staging / "detector.onnx",
+                                        opset=opset, simplify=simplify)
+        pose_path = export_pose_onnx(wrapper, parity_frames[:2], boxes[:2],
+                                     staging / "pose.onnx", opset=opset, simplify=simplify)
+        report, det_iou = _parity(det_graph, detector, wrapper, det_path, pose_path,
+                                  parity_frames, boxes, (crop_w, crop_h, margin),
+                                  source, tolerance_px)
+        _write_parity(staging / "parity.json", report, det_iou)
+        if not report.passed and not allow_parity_failure:
+            raise ParityError(f"{report.summary()}; detector matched IoU {det_iou:.4f}; "
+                              "the bundle was not written (allow_parity_failure writes it)")
+        manifest = _manifest(cfg, scorer, individuals, m, (crop_w, crop_h, margin),
+                             det_graph.max_detections, box_score_threshold, opset, max_batch,
+                             snapshot_path, detector_snapshot_path, random_pose)
+        write_config(staging / "pytorch_config.yaml", cfg)
+        write_manifest(staging, manifest)
+        _replace_dir(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("top-down bundle written to %s", output)
+    return ExportResult(output, report, manifest)
+
+
+#: The detector parity threshold: every reference box scoring above 0.1 has a graph box with
+#: at least this IoU.
+MIN_DETECTOR_IOU = 0.99
+
+
+def _parity(det_graph: DetectorGraph, detector, wrapper: TopDownPose, det_path: Path,
+            pose_path: Path, frames: np.ndarray, boxes: np.ndarray,
+            crop: tuple[int, int, float], source: str,
+            tolerance_px: float) -> tuple[ParityReport, float]:
+    """Detector IoU (graph vs eager) and pose px error (graph vs eager CPU crop + model)."""
+    det_sess, pose_sess = _ort_session(det_path), _ort_session(pose_path)
+    ref_kp, graph_kp, ious = [], [], []
+    for start in range(0, len(frames), 2):
+        f, bx = frames[start:start + 2], boxes[start:start + 2]
+        ref = eager_detections(detector, f, det_graph.max_detections,
+                               det_graph.normalize_images)
+        got_boxes, _ = det_sess.run(["boxes", "scores"], {"images": f})
+        ious.append(matched_iou(ref["boxes"], ref["scores"], got_boxes))
+        ref_kp.append(eager_top_down(wrapper.pose, f, bx, *crop))
+        graph_kp.append(pose_sess.run(["keypoints"], {"images": f, "boxes": bx})[0])
+    px, lik = keypoint_errors(np.concatenate(ref_kp), np.concatenate(graph_kp))
+    det_iou = float(min(ious))
+    max_px = float(px.max())
+    report = ParityReport(
+        frames=len(frames), frame_size=(int(frames.shape[1]), int(frames.shape[2])),
+        source=source, backend="onnxruntime-cpu", median_px=float(np.median(px)),
+        max_px=max_px, p99_px=float(np.percentile(px, 99)),
+        max_likelihood_abs=float(lik.max()), tolerance_px=float(tolerance_px),
+        passed=bool(max_px <= tolerance_px and det_iou >= MIN_DETECTOR_IOU))
+    return report, det_iou
+
+
+def _write_parity(path: Path, report: ParityReport, det_iou: float) -> None:
+    import json
+    from dataclasses import asdict
+
+    data = asdict(report)
+    data["pose_reference"] = "DeepLabCut CPU crop (float resize) -> PyTorch model -> map back"
+    data["detector_min_matched_iou"] = det_iou
+    data["detector_min_iou_required"] = MIN_DETECTOR_IOU
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _manifest(cfg: dict, scorer: str, individuals: list[str], m: int,
+              crop: tuple[int, int, float], max_detections: int, threshold: float, opset: int,
+              max_batch: int, snapshot_path: Path, detector_snapshot: Path | None,
+              random_pose: bool) -> Manifest:
+    metadata = cfg["metadata"]
+    k = len(metadata["bodyparts"])
+    predictor = cfg["model"]["heads"]["bodypart"]["predictor"]
+    frames_spec = TensorSpec("images", "uint8", ["batch", "height", "width", 3])
+    return Manifest(
+        task=Task.TOP_DOWN.snake_name, scorer=scorer,
+        bodyparts=list(metadata["bodyparts"]), unique_bodyparts=[],
+        individuals=individuals, multi_animal=len(individuals) > 1,
+        input=InputSpec(batch=BatchRange(1, 8, max_batch)),
+        decoder={"type": "top_down", "crop": {"width": crop[0], "height": crop[1]},
+                 "bbox_margin": crop[2], "max_individuals": m,
+                 "box_score_threshold": float(threshold), "max_detections": max_detections,
+                 "pose_predictor": dict(predictor)},
+        graphs={
+            "detector": GraphSpec(
+                file="detector.onnx", opset=opset, inputs=[frames_spec],
+                outputs=[TensorSpec("boxes", "float32", ["batch", max_detections, 4]),
+                         TensorSpec("scores", "float32", ["batch", max_detections])]),
+            "pose": GraphSpec(
+                file="pose.onnx", opset=opset,
+                inputs=[frames_spec, TensorSpec("boxes", "float32", ["batch", m, 4])],
+                outputs=[TensorSpec("keypoints", "float32", ["batch", m, k, 3])]),
+        },
+        source={"snapshot": None if random_pose else str(snapshot_path.resolve()),
+                "snapshot_sha256": None if random_pose else sha256_file(snapshot_path),
+                "detector_snapshot": str(Path(detector_snapshot).resolve())
+                if detector_snapshot else None,
+                "detector_snapshot_sha256": sha256_file(detector_snapshot)
+                if detector_snapshot else None,
+                "net_type": cfg.get("net_type"),
+                "detector_type": cfg["detector"]["model"].get("type"),
+                "config": "pytorch_config.yaml"},
+        parity="parity.json",
+    )
