@@ -23,6 +23,7 @@ from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport, run_parity
 from dlc_export.plans import ExportPlan, check_plan, make_plan
 from dlc_export.torch_export import add_torch_artifact
+from dlc_export.wrappers import pad_divisor_from_config
 from dlc_runtime.backends import OnnxRuntimeBackend
 from dlc_runtime.bundle import (BatchRange, Bundle, GraphSpec, InputSpec, Manifest, sha256_file,
                                 write_manifest)
@@ -165,6 +166,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     if torch_precisions:
         plan.check_torch_artifacts()
     wrapper = plan.wrapper
+    wrapper.normalize.pad_divisor = pad_divisor_from_config(cfg)
     scorer = scorer_name(cfg, snapshot_path, project)
     if output is None:
         base = Path(project["project_path"]) / "exported-models-pytorch" if project \

@@ -6,6 +6,7 @@ exported graph cannot drift from what is checked: only the backend differs.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dlc_train.models.model import PoseModel
@@ -19,11 +20,17 @@ class NormalizeFrames(nn.Module):
 
     ``(x / 255 - mean) / std`` is folded into one subtract and one multiply on the raw pixels, so
     only uint8 crosses to the device and the graph does two elementwise ops.
+
+    Args:
+        pad_divisor: (height, width) divisors of DeepLabCut's ``auto_padding``: frames are padded
+            bottom/right with black pixels to multiples of them (HRNet needs 32), as the training
+            transform pads; keypoints need no shift, and any frame size runs.
     """
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD):
+                 std: tuple[float, ...] = IMAGENET_STD, pad_divisor: tuple[int, int] = (1, 1)):
         super().__init__()
+        self.pad_divisor = pad_divisor
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         scale_t = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("mean", mean_t, persistent=False)
@@ -32,7 +39,18 @@ class NormalizeFrames(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         # Cast first: TensorRT converts uint8 only through a Cast and cannot transpose uint8.
         x = frames.to(self.mean.dtype).permute(0, 3, 1, 2)
+        hdiv, wdiv = self.pad_divisor
+        if hdiv > 1 or wdiv > 1:
+            height, width = x.shape[-2:]
+            x = F.pad(x, (0, (-width) % wdiv, 0, (-height) % hdiv))
         return (x - self.mean) * self.scale
+
+
+def pad_divisor_from_config(cfg: dict) -> tuple[int, int]:
+    """``data.inference.auto_padding`` of a pytorch_config as (height, width) divisors."""
+    padding = ((cfg.get("data") or {}).get("inference") or {}).get("auto_padding") or {}
+    return (int(padding.get("pad_height_divisor") or 1),
+            int(padding.get("pad_width_divisor") or 1))
 
 
 class BottomUpSingleAnimal(nn.Module):
