@@ -22,8 +22,13 @@ class ExportError(RuntimeError):
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path, *,
                 input_name: str = "images", output_names: tuple[str, ...] = ("keypoints",),
                 dynamic_size: bool = True, opset: int = DEFAULT_OPSET,
-                simplify: bool = True, check_tensorrt: bool = True) -> Path:
+                simplify: bool = True, check_tensorrt: bool = True,
+                extra_inputs: dict[str, torch.Tensor] | None = None,
+                what: str = "ONNX export") -> Path:
     """Traces ``module`` on ``example`` (uint8 NHWC) and writes ``path`` (one file, no .data).
+
+    ``extra_inputs`` are further named inputs after the frames (e.g. the top-down pose graph's
+    ``boxes``), with a dynamic batch axis.
 
     With ``check_tensorrt`` the written graph must hold only operators TensorRT's ONNX parser
     imports (``dlc_export.tensorrt_ops``), so an export never yields a graph that cannot become
@@ -36,7 +41,9 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {0: "batch", 1: "height", 2: "width"} if dynamic_size else {0: "batch"}
-    dynamic_axes = {input_name: axes, **{name: {0: "batch"} for name in output_names}}
+    extra_inputs = dict(extra_inputs or {})
+    dynamic_axes = {input_name: axes, **{name: {0: "batch"} for name in extra_inputs},
+                    **{name: {0: "batch"} for name in output_names}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
     os.close(fd)
     try:
@@ -45,8 +52,9 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path
             # notes (shape checks inside GroupNorm) are noise for users.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(module.eval(), (example,), tmp, dynamo=False,
-                              opset_version=opset, input_names=[input_name],
+            torch.onnx.export(module.eval(), (example, *extra_inputs.values()), tmp,
+                              dynamo=False, opset_version=opset,
+                              input_names=[input_name, *extra_inputs],
                               output_names=list(output_names), dynamic_axes=dynamic_axes,
                               do_constant_folding=True)
         graph = onnx.load(tmp)
@@ -63,7 +71,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, ExportError):
             raise
-        raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
+        raise ExportError(f"{what} failed: {type(err).__name__}: {err}") from err
     return path
 
 

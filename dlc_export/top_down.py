@@ -12,15 +12,13 @@ on the host.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,7 +32,7 @@ from dlc_export.detector import (
     export_detector_onnx,
     matched_iou,
 )
-from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, _simplify
+from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import (
     DEFAULT_TOLERANCE_PX,
     ParityError,
@@ -55,6 +53,9 @@ from dlc_train.config import read_config_as_dict, write_config
 from dlc_train.models.loading import build_model_from_config, build_model_from_snapshot
 from dlc_train.models.model import PoseModel
 from dlc_train.task import Task
+
+if TYPE_CHECKING:  # export.py imports this module lazily; no cycle at run time
+    from dlc_export.export import ExportResult
 
 log = logging.getLogger(__name__)
 
@@ -248,36 +249,11 @@ def export_pose_onnx(module: TopDownPose, images: np.ndarray, boxes: np.ndarray,
                      path: str | Path, *, opset: int = DEFAULT_OPSET,
                      simplify: bool = True) -> Path:
     """Writes the two-input pose graph (dynamic batch and frame size; M fixed at export)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                module.eval(), (torch.from_numpy(np.ascontiguousarray(images)),
-                                torch.from_numpy(np.ascontiguousarray(boxes, np.float32))),
-                tmp, dynamo=False, opset_version=opset, input_names=["images", "boxes"],
-                output_names=["keypoints"], do_constant_folding=True,
-                dynamic_axes={"images": {0: "batch", 1: "height", 2: "width"},
-                              "boxes": {0: "batch"}, "keypoints": {0: "batch"}})
-        graph = onnx.load(tmp)
-        onnx.checker.check_model(graph, full_check=True)
-        if simplify:
-            graph = _simplify(graph)
-        from dlc_export.tensorrt_ops import check_tensorrt_operators
-        check_tensorrt_operators(graph, where=path.name)
-        onnx.save(graph, tmp)
-        os.replace(tmp, path)
-    except Exception as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, ExportError):
-            raise
-        raise ExportError(f"ONNX export of the top-down pose graph failed: "
-                          f"{type(err).__name__}: {err}") from err
-    return path
+    return export_onnx(module, torch.from_numpy(np.ascontiguousarray(images)), path,
+                       extra_inputs={"boxes": torch.from_numpy(
+                           np.ascontiguousarray(boxes, np.float32))},
+                       opset=opset, simplify=simplify,
+                       what="ONNX export of the top-down pose graph")
 
 
 def _ort_session(path: Path):
