@@ -91,25 +91,34 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
               show_default=True, help="Precision of the engine / torch artifact.")
 @click.option("--input-size", default=None, metavar="HxW",
-              help="Frame size the TensorRT engine is built for (default: the parity frames').")
+              help="Network input size: the graph letterboxes frames of any size to HxW "
+                   "(aspect ratio kept, black padding bottom/right) and returns keypoints in "
+                   "frame pixels. With --format tensorrt also the frame size the engine is "
+                   "built for (default: the frame's own size; TensorRT: the parity frames').")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Largest batch the bundle is built for (manifest input.batch max and opt; "
+                   "the TensorRT profile). The runtime splits larger batches.")
 @click.option("--calibration-video", "calibration_videos", multiple=True,
               type=click.Path(path_type=Path), help="int8: videos to calibrate on (repeatable).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where torch artifacts are traced and checked (cuda for fp16 on a GPU).")
 @one_line_errors
 def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, output, frames,
-           tolerance, allow_parity_failure, fmt, precision, input_size, calibration_videos,
-           device):
+           tolerance, allow_parity_failure, fmt, precision, input_size, batch,
+           calibration_videos, device):
     """Export a snapshot to a bundle (SOURCE: a project config.yaml or a snapshot .pt)."""
     from dlc_export import export_bundle, export_from_project
 
     if fmt == "torch" and precision == "int8":
         raise click.BadParameter("torch artifacts are fp32 or fp16", param_hint="--precision")
+    size = _parse_size(input_size)
     common = dict(frames=frames, tolerance_px=tolerance,
                   allow_parity_failure=allow_parity_failure, device=device,
                   torch_precisions=(precision,) if fmt == "torch" else (),
                   tensorrt_precision=precision if fmt == "tensorrt" else None,
-                  frame_size=_parse_size(input_size), calibration_videos=calibration_videos)
+                  calibration_videos=calibration_videos, input_size=size, batch=batch,
+                  # TensorRT engines are built for one frame size: the same HxW.
+                  frame_size=size if fmt == "tensorrt" else None)
     if source.suffix == ".pt":
         config = pytorch_config or source.parent / "pytorch_config.yaml"
         result = export_bundle(config, source, output, **common)

@@ -23,7 +23,7 @@ from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport, run_parity
 from dlc_export.plans import ExportPlan, check_plan, make_plan
 from dlc_export.torch_export import add_torch_artifact
-from dlc_export.wrappers import pad_divisor_from_config
+from dlc_export.wrappers import Letterbox, pad_divisor_from_config
 from dlc_runtime.backends import OnnxRuntimeBackend
 from dlc_runtime.bundle import (BatchRange, Bundle, GraphSpec, InputSpec, Manifest, sha256_file,
                                 write_manifest)
@@ -131,7 +131,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                   max_batch: int = 64, torch_precisions: tuple[str, ...] = (),
                   device: str = "cpu", tensorrt_precision: str | None = None,
                   frame_size: tuple[int, int] | None = None,
-                  calibration_videos: tuple[Path, ...] = ()) -> ExportResult:
+                  calibration_videos: tuple[Path, ...] = (),
+                  input_size: tuple[int, int] | None = None,
+                  batch: int | None = None) -> ExportResult:
     """Exports a snapshot to an ONNX bundle and checks it against the PyTorch model.
 
     Args:
@@ -149,14 +151,30 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         tensorrt_precision: also build a TensorRT engine ("fp32", "fp16", "int8") for this
             machine's GPU; needs TensorRT. ``frame_size`` (height, width) fixes its profile
             (default: the parity frames' size); int8 calibrates on ``calibration_videos``.
+        input_size: (height, width) the network runs at: the graph still takes frames of any
+            size, letterboxes them to this size inside itself (aspect ratio kept, black padding
+            bottom/right) and returns keypoints in frame pixels (manifest
+            ``input.network_size``, ``input.resize: letterbox``). Default: the frame's own size.
+        batch: the largest batch the bundle is built for (manifest ``input.batch`` max and
+            opt, which TensorRT profiles use); overrides ``max_batch``.
     """
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     cfg = read_config_as_dict(pytorch_config_path)
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}")
     if Task.from_str(str(cfg.get("method", "bu"))) == Task.TOP_DOWN:
+        # The pose graph already runs at the fixed crop size (decoder.crop): a network size
+        # only makes sense as the TensorRT engine's frame size (the CLI passes both).
+        if input_size is not None and (tensorrt_precision is None
+                                       or tuple(input_size) != tuple(frame_size or ())):
+            raise ExportError(f"{pytorch_config_path}: input_size (--input-size) is not "
+                              "supported for top-down models (their pose graph runs at the "
+                              "crop size); with --format tensorrt it sets the engine's frame "
+                              "size only")
         kwargs = dict(frames=frames, tolerance_px=tolerance_px,
                       allow_parity_failure=allow_parity_failure, opset=opset, simplify=simplify,
-                      max_batch=max_batch, torch_precisions=torch_precisions, device=device,
-                      tensorrt_precision=tensorrt_precision, frame_size=frame_size,
+                      max_batch=batch or max_batch, torch_precisions=torch_precisions,
+                      device=device, tensorrt_precision=tensorrt_precision, frame_size=frame_size,
                       calibration_videos=calibration_videos)
         return _export_top_down(pytorch_config_path, snapshot_path, output, kwargs)
     _check_config(cfg, pytorch_config_path)
@@ -167,6 +185,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         plan.check_torch_artifacts()
     wrapper = plan.wrapper
     wrapper.normalize.pad_divisor = pad_divisor_from_config(cfg)
+    if input_size is not None:
+        _check_input_size(input_size, wrapper.normalize.pad_divisor, torch_precisions)
+        wrapper.normalize.letterbox = Letterbox(input_size)
     scorer = scorer_name(cfg, snapshot_path, project)
     if output is None:
         base = Path(project["project_path"]) / "exported-models-pytorch" if project \
@@ -181,7 +202,12 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         onnx_path = export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()),
                                 staging / "pose.onnx", output_names=plan.output_names,
                                 opset=opset, simplify=simplify)
-        manifest = _manifest(plan, cfg, scorer, snapshot_path, opset, max_batch)
+        batch_range = BatchRange(1, batch, batch) if batch else \
+            BatchRange(1, min(8, max_batch), max_batch)
+        manifest = _manifest(plan, cfg, scorer, snapshot_path, opset,
+                             InputSpec(batch=batch_range,
+                                       network_size=tuple(input_size) if input_size else None,
+                                       resize="letterbox" if input_size else None))
         write_config(staging / "pytorch_config.yaml", cfg)
         write_manifest(staging, manifest)
         report = _check_parity(staging, plan, parity_frames, source, tolerance_px)
@@ -204,15 +230,33 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     return ExportResult(output, report, manifest)
 
 
+def _check_input_size(input_size: tuple[int, int], pad_divisor: tuple[int, int],
+                      torch_precisions: tuple[str, ...]) -> None:
+    """Refuses a network size the model cannot run at exactly, or an artifact that would
+    ignore the letterbox."""
+    height, width = input_size
+    if height < 1 or width < 1:
+        raise ExportError(f"input_size must be positive (height, width), got {input_size}")
+    hdiv, wdiv = pad_divisor
+    if height % hdiv or width % wdiv:
+        # auto_padding would pad past H x W, so the network would not run at the asked size.
+        raise ExportError(f"input size {height}x{width} must be a multiple of the model's "
+                          f"auto_padding divisors {hdiv}x{wdiv} (height x width)")
+    if "fp16" in torch_precisions:
+        # HalfPrecisionPose (torch_export.py) decodes without mapping keypoints back.
+        raise ExportError("fp16 torch artifacts do not support input_size (--input-size) yet; "
+                          "use ONNX, TensorRT or an fp32 torch artifact")
+
+
 def _manifest(plan: ExportPlan, cfg: dict, scorer: str, snapshot_path: Path, opset: int,
-              max_batch: int) -> Manifest:
+              input_spec: InputSpec) -> Manifest:
     return Manifest(
         task=plan.task, scorer=scorer,
         bodyparts=list(cfg["metadata"]["bodyparts"]),
         unique_bodyparts=list(plan.unique_bodyparts),
         individuals=list(plan.individuals),
         multi_animal=plan.multi_animal,
-        input=InputSpec(batch=BatchRange(1, min(8, max_batch), max_batch)),
+        input=input_spec,
         decoder=dict(plan.decoder),
         graphs={"pose": GraphSpec(file="pose.onnx", opset=opset, inputs=plan.inputs,
                                   outputs=list(plan.outputs))},

@@ -15,6 +15,60 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class Letterbox(nn.Module):
+    """float NCHW frames of any size -> (B, C, H, W) at the fixed network size, and the scale.
+
+    The frame is resized keeping its aspect ratio so it fits in H x W (bilinear, half-pixel
+    centres, ``align_corners=False``), then padded bottom/right with black, so the network always
+    runs at one size. Keypoints go back to frame pixels by dividing by the returned scale.
+
+    Args:
+        size: (height, width) the network runs at.
+    """
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = (int(size[0]), int(size[1]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the letterboxed frames and the (x, y) scale, network / frame pixels."""
+        out_h, out_w = self.size
+        target = torch.tensor(self.size, dtype=torch.float32, device=x.device)
+        # The frame size as a tensor, so the traced graph computes the resize for any frame
+        # size (torchvision's detection transforms do the same for ONNX export).
+        frame = torch._shape_as_tensor(x)[2:].to(device=x.device, dtype=torch.float32)
+        fit = torch.min(target / frame)
+        resized = torch.clamp(torch.floor(frame * fit + 0.5), max=target).to(torch.int64)
+        new_h, new_w = resized[0], resized[1]
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        x = F.pad(x, (0, out_w - new_w, 0, out_h - new_h))
+        # Per axis: rounding the resized size makes it differ slightly from ``fit``; this is
+        # the factor the resize really applied.
+        scale_hw = resized.to(torch.float32) / frame
+        return x, scale_hw.flip(0)
+
+
+def letterbox_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The (height, width) a ``height`` x ``width`` frame is resized to before padding (plain
+    Python, for references and docs; :class:`Letterbox` computes the same in the graph)."""
+    fit = min(size[0] / height, size[1] / width)
+    return min(int(height * fit + 0.5), size[0]), min(int(width * fit + 0.5), size[1])
+
+
+def to_frame_coords(points: torch.Tensor, scale: torch.Tensor,
+                    empty: torch.Tensor | None = None) -> torch.Tensor:
+    """Maps (..., 2+) points (x, y, extra...) from letterboxed network pixels to frame pixels.
+
+    Args:
+        scale: (2,) x, y scale from :class:`Letterbox`.
+        empty: (...) bool, slots that keep their -1 "none" marker unchanged.
+    """
+    xy = points[..., :2] / scale
+    if empty is not None:
+        xy = torch.where(empty.unsqueeze(-1), points[..., :2], xy)
+    return torch.cat([xy, points[..., 2:]], dim=-1)
+
+
 class NormalizeFrames(nn.Module):
     """uint8 NHWC RGB frames -> float32 NCHW normalized as DeepLabCut trains (ImageNet on /255).
 
@@ -25,25 +79,37 @@ class NormalizeFrames(nn.Module):
         pad_divisor: (height, width) divisors of DeepLabCut's ``auto_padding``: frames are padded
             bottom/right with black pixels to multiples of them (HRNet needs 32), as the training
             transform pads; keypoints need no shift, and any frame size runs.
+        network_size: (height, width): letterbox every frame to this size (see
+            :class:`Letterbox`); the wrappers then map keypoints back with ``prepare``'s scale.
     """
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD, pad_divisor: tuple[int, int] = (1, 1)):
+                 std: tuple[float, ...] = IMAGENET_STD, pad_divisor: tuple[int, int] = (1, 1),
+                 network_size: tuple[int, int] | None = None):
         super().__init__()
         self.pad_divisor = pad_divisor
+        self.letterbox = Letterbox(network_size) if network_size else None
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         scale_t = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("mean", mean_t, persistent=False)
         self.register_buffer("scale", scale_t, persistent=False)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.prepare(frames)[0]
+
+    def prepare(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network input and the letterbox's (x, y) scale (None without a letterbox)."""
         # Cast first: TensorRT converts uint8 only through a Cast and cannot transpose uint8.
         x = frames.to(self.mean.dtype).permute(0, 3, 1, 2)
+        scale = None
+        if self.letterbox is not None:
+            # Before normalising, so the padding is black pixels as in DeepLabCut's padding.
+            x, scale = self.letterbox(x)
         hdiv, wdiv = self.pad_divisor
         if hdiv > 1 or wdiv > 1:
             height, width = x.shape[-2:]
             x = F.pad(x, (0, (-width) % wdiv, 0, (-height) % hdiv))
-        return (x - self.mean) * self.scale
+        return (x - self.mean) * self.scale, scale
 
 
 def pad_divisor_from_config(cfg: dict) -> tuple[int, int]:
@@ -69,17 +135,21 @@ class BottomUpSingleAnimal(nn.Module):
         self.stride = model.get_stride(head)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(self.normalize(frames))
+        x, scale = self.normalize.prepare(frames)
+        outputs = self.model(x)
         predictor = self.model.heads[self.head].predictor
-        return predictor(self.stride, outputs[self.head])["poses"].to(torch.float32)
+        poses = predictor(self.stride, outputs[self.head])["poses"].to(torch.float32)
+        return poses if scale is None else to_frame_coords(poses, scale)
 
 
-def _unique_keypoints(model: PoseModel, outputs: dict[str, dict[str, torch.Tensor]]
-                      ) -> torch.Tensor:
-    """(B, U, 3) from the ``unique_bodypart`` head (a single-animal heatmap head)."""
+def _unique_keypoints(model: PoseModel, outputs: dict[str, dict[str, torch.Tensor]],
+                      scale: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, U, 3) from the ``unique_bodypart`` head (a single-animal heatmap head), in frame
+    pixels when ``scale`` (a letterbox's) is given."""
     predictor = model.heads["unique_bodypart"].predictor
     stride = model.get_stride("unique_bodypart")
-    return predictor(stride, outputs["unique_bodypart"])["poses"][:, 0].to(torch.float32)
+    poses = predictor(stride, outputs["unique_bodypart"])["poses"][:, 0].to(torch.float32)
+    return poses if scale is None else to_frame_coords(poses, scale)
 
 
 def _identity_scores(model: PoseModel, outputs: dict[str, dict[str, torch.Tensor]],
@@ -138,16 +208,24 @@ class BottomUpPAF(BottomUpMultiAnimal):
     identity_output = "peak_identity"
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(self.normalize(frames))
+        x, scale = self.normalize.prepare(frames)
+        outputs = self.model(x)
         predictor = self.model.heads[self.head].predictor
-        tensors = predictor.forward_tensors(self.stride, outputs[self.head])
+        tensors = dict(predictor.forward_tensors(self.stride, outputs[self.head]))
+        identity = None
+        if self.with_identity:
+            # Sampled in network pixels, before the peaks move to frame pixels. keypoint_scores
+            # reads (B, N, K, 2) poses: peaks (B, K, P, 2) as P "animals".
+            identity = _identity_scores(self.model, outputs, tensors["peaks"].transpose(1, 2))
+        if scale is not None:
+            # peak_index stays a raster index of the network's output grid.
+            tensors["peaks"] = to_frame_coords(tensors["peaks"], scale,
+                                               empty=tensors["peak_index"] < 0)
         result = [tensors[name] for name in self.base_outputs]
         if self.with_unique:
-            result.append(_unique_keypoints(self.model, outputs))
-        if self.with_identity:
-            # keypoint_scores reads (B, N, K, 2) poses: peaks (B, K, P, 2) as P "animals".
-            scores = _identity_scores(self.model, outputs, tensors["peaks"].transpose(1, 2))
-            result.append(scores.transpose(1, 2))
+            result.append(_unique_keypoints(self.model, outputs, scale))
+        if identity is not None:
+            result.append(identity.transpose(1, 2))
         return tuple(result)
 
 
@@ -159,12 +237,18 @@ class BottomUpPoses(BottomUpMultiAnimal):
     base_outputs = ("keypoints",)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        outputs = self.model(self.normalize(frames))
+        x, scale = self.normalize.prepare(frames)
+        outputs = self.model(x)
         predictor = self.model.heads[self.head].predictor
         poses = predictor(self.stride, outputs[self.head])["poses"].to(torch.float32)
+        # Identity is sampled in network pixels, before the keypoints move to frame pixels.
+        identity = _identity_scores(self.model, outputs, poses) if self.with_identity else None
+        if scale is not None:
+            empty = (poses[..., 0] == -1) & (poses[..., 1] == -1) & (poses[..., 2] <= 0)
+            poses = to_frame_coords(poses, scale, empty=empty)
         result = [poses]
         if self.with_unique:
-            result.append(_unique_keypoints(self.model, outputs))
-        if self.with_identity:
-            result.append(_identity_scores(self.model, outputs, poses))
+            result.append(_unique_keypoints(self.model, outputs, scale))
+        if identity is not None:
+            result.append(identity)
         return result[0] if len(result) == 1 else tuple(result)

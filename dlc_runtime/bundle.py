@@ -36,6 +36,7 @@ SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.yaml"
 TASKS = ("bottom_up", "top_down", "cond_top_down")
+RESIZE_MODES = ("letterbox",)
 PYTORCH_CONFIG_NAME = "pytorch_config.yaml"
 
 
@@ -81,7 +82,12 @@ class BatchRange:
 
 @dataclass
 class InputSpec:
-    """What the pose graph eats. ``height``/``width`` of ``None`` mean dynamic."""
+    """What the pose graph eats. ``height``/``width`` of ``None`` mean dynamic.
+
+    ``network_size`` (height, width) with ``resize: letterbox``: the graph resizes every frame
+    inside itself (aspect ratio kept, padded bottom/right) to this size and returns keypoints
+    in frame pixels; provenance for the host, which still feeds frames of their own size.
+    """
 
     dtype: str = "uint8"
     layout: str = "NHWC"
@@ -89,13 +95,15 @@ class InputSpec:
     height: int | None = None
     width: int | None = None
     batch: BatchRange = field(default_factory=BatchRange)
+    network_size: tuple[int, int] | None = None
+    resize: str | None = None
 
     @property
     def dynamic_size(self) -> bool:
         return self.height is None or self.width is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "dtype": self.dtype,
             "layout": self.layout,
             "color": self.color,
@@ -103,6 +111,12 @@ class InputSpec:
             "width": self.width,
             "batch": self.batch.to_dict(),
         }
+        # Written only when set, so manifests without a network size read as before.
+        if self.network_size is not None:
+            out["network_size"] = [int(v) for v in self.network_size]
+        if self.resize is not None:
+            out["resize"] = self.resize
+        return out
 
 
 @dataclass
@@ -230,7 +244,14 @@ class Manifest:
             height=v.get(inp, "height", (int, type(None)), prefix="input.", default=None),
             width=v.get(inp, "width", (int, type(None)), prefix="input.", default=None),
             batch=batch_range,
+            network_size=_parse_network_size(v, inp),
+            resize=v.get(inp, "resize", (str, type(None)), prefix="input.", default=None),
         )
+        if input_spec.resize is not None and (input_spec.resize not in RESIZE_MODES
+                                              or input_spec.network_size is None):
+            raise BundleError(f"{where}: input.resize {input_spec.resize!r} needs "
+                              f"input.network_size and one of {', '.join(RESIZE_MODES)}; "
+                              "upgrade dlc-deploy or re-export the bundle")
         if (input_spec.dtype, input_spec.layout, input_spec.color) != ("uint8", "NHWC", "RGB"):
             raise BundleError(
                 f"{where}: input must be uint8 NHWC RGB, got {input_spec.dtype} "
@@ -307,6 +328,17 @@ class _Validator:
             raise BundleError(f"{self.where}: '{prefix}{key}' must be a list of strings; "
                               "re-export the bundle")
         return list(value)
+
+
+def _parse_network_size(v: _Validator, inp: dict) -> tuple[int, int] | None:
+    size = v.get(inp, "network_size", (list, type(None)), prefix="input.", default=None)
+    if size is None:
+        return None
+    if len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                 for n in size):
+        raise BundleError(f"{v.where}: 'input.network_size' must be [height, width] positive "
+                          f"integers, got {size!r}; re-export the bundle")
+    return int(size[0]), int(size[1])
 
 
 def _parse_tensors(v: _Validator, d: dict, key: str, prefix: str) -> list[TensorSpec]:
