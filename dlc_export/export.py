@@ -57,6 +57,14 @@ def scorer_name(pytorch_config: dict, snapshot_path: Path, project_config: dict 
     return f"DLC_{net}_{task}shuffle{shuffle}_{snapshot}"
 
 
+def default_bundle_dir(project: dict | None, snapshot_path: Path, scorer: str) -> Path:
+    """Where a DeepLabCut user looks: ``<project>/exported-models-pytorch/<scorer>.bundle``
+    (beside the snapshot when the project is not found)."""
+    base = Path(project["project_path"]) / "exported-models-pytorch" if project \
+        else snapshot_path.parent
+    return base / f"{scorer}.bundle"
+
+
 def _project_config(pytorch_config: dict, pytorch_config_path: Path) -> dict | None:
     """The project's config.yaml, found via metadata.project_path or the folders above."""
     candidates = []
@@ -189,11 +197,8 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         _check_input_size(input_size, wrapper.normalize.pad_divisor, torch_precisions)
         wrapper.normalize.letterbox = Letterbox(input_size)
     scorer = scorer_name(cfg, snapshot_path, project)
-    if output is None:
-        base = Path(project["project_path"]) / "exported-models-pytorch" if project \
-            else snapshot_path.parent
-        output = base / f"{scorer}.bundle"
-    output = Path(output)
+    output = Path(output) if output is not None \
+        else default_bundle_dir(project, snapshot_path, scorer)
     parity_frames, source = _parity_frames(frames, project)
 
     output.parent.mkdir(parents=True, exist_ok=True)

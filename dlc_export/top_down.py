@@ -330,6 +330,7 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
     """
     from dlc_export.export import (
         ExportResult,
+        default_bundle_dir,
         _parity_frames,
         _project_config,
         _replace_dir,
@@ -372,11 +373,8 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
 
     project = _project_config(cfg, pytorch_config_path)
     scorer = scorer_name(cfg, snapshot_path, project)
-    if output is None:
-        base = Path(project["project_path"]) / "exported-models-pytorch" if project \
-            else snapshot_path.parent
-        output = base / f"{scorer}.bundle"
-    output = Path(output)
+    output = Path(output) if output is not None \
+        else default_bundle_dir(project, snapshot_path, scorer)
     parity_frames, source = _parity_frames(frames, project)
     boxes = parity_boxes(parity_frames, m)
 

@@ -98,6 +98,10 @@ def init_dekr(module: nn.Module) -> None:
     init_normal(module, std=0.001)
 
 
-def apply_weight_init(module: nn.Module, weight_init: str | None) -> None:
-    if weight_init:
+def apply_weight_init(module: nn.Module, weight_init: str | dict | None) -> None:
+    """Applies a registered init: a name ("normal"), or ``{type: name, **its arguments}``."""
+    if isinstance(weight_init, dict):
+        args = dict(weight_init)
+        WEIGHT_INITS.get(args.pop("type"))(module, **args)
+    elif weight_init:
         WEIGHT_INITS.get(weight_init)(module)

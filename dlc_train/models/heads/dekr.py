@@ -237,11 +237,7 @@ class DEKRHead(BaseHead):
         super().__init__(stride, predictor, target_generator, criterion, aggregator)
         self.heatmap_head = DEKRHeatmap(**heatmap_config)
         self.offset_head = DEKROffset(**offset_config)
-        if isinstance(weight_init, dict):
-            init_cfg = dict(weight_init)
-            WEIGHT_INITS.get(init_cfg.pop("type"))(self, **init_cfg)
-        else:
-            apply_weight_init(self, weight_init)
+        apply_weight_init(self, weight_init)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"heatmap": self.heatmap_head(x), "offset": self.offset_head(x)}

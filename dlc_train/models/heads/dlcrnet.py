@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from dlc_train.models.criterions.base import BaseCriterion
-from dlc_train.models.heads.base import HEADS, WEIGHT_INITS, apply_weight_init
+from dlc_train.models.heads.base import HEADS, apply_weight_init
 from dlc_train.models.heads.simple_head import DeconvModule, HeatmapHead
 from dlc_train.models.predictors.base import BasePredictor
 from dlc_train.models.target_generators.base import BaseGenerator
@@ -78,11 +78,7 @@ class DLCRNetHead(HeatmapHead):
         self.paf_ref_layers = nn.ModuleList(
             nn.Conv2d(refined_channels, num_paf, 3, padding=1) for _ in range(num_stages))
         # Applied once every layer exists (HeatmapHead would only see its two branches).
-        if isinstance(weight_init, dict):
-            init_cfg = dict(weight_init)
-            WEIGHT_INITS.get(init_cfg.pop("type"))(self, **init_cfg)
-        else:
-            apply_weight_init(self, weight_init)
+        apply_weight_init(self, weight_init)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.num_stages == 0:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlc_train.models.criterions.base import BaseCriterion
-from dlc_train.models.heads.base import HEADS, WEIGHT_INITS, BaseHead
+from dlc_train.models.heads.base import apply_weight_init, HEADS, WEIGHT_INITS, BaseHead
 from dlc_train.models.layers import DropPath
 from dlc_train.models.predictors.base import BasePredictor
 from dlc_train.models.target_generators.base import BaseGenerator
@@ -215,11 +215,7 @@ class RTMCCHead(BaseHead):
         self.cls_x = nn.Linear(hidden, out_w, bias=False)
         self.cls_y = nn.Linear(hidden, out_h, bias=False)
 
-        if isinstance(weight_init, dict):
-            init_cfg = dict(weight_init)
-            WEIGHT_INITS.get(init_cfg.pop("type"))(self, **init_cfg)
-        elif weight_init:
-            WEIGHT_INITS.get(weight_init)(self)
+        apply_weight_init(self, weight_init)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.final_layer(x).flatten(2)                       # (B, K, h*w)

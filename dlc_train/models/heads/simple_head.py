@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dlc_train.models.criterions.base import BaseCriterion
-from dlc_train.models.heads.base import HEADS, WEIGHT_INITS, BaseHead, apply_weight_init
+from dlc_train.models.heads.base import HEADS, BaseHead, apply_weight_init
 from dlc_train.models.predictors.base import BasePredictor
 from dlc_train.models.target_generators.base import BaseGenerator
 
@@ -81,11 +81,7 @@ class HeatmapHead(BaseHead):
                          aggregator)
         self.heatmap_head = heatmap_head
         self.locref_head = locref_head
-        if isinstance(weight_init, dict):
-            init_cfg = dict(weight_init)
-            WEIGHT_INITS.get(init_cfg.pop("type"))(self, **init_cfg)
-        else:
-            apply_weight_init(self, weight_init)
+        apply_weight_init(self, weight_init)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = {"heatmap": self.heatmap_head(x)}
