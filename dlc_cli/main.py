@@ -91,10 +91,12 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
               show_default=True, help="Precision of the engine / torch artifact.")
 @click.option("--input-size", default=None, metavar="HxW",
-              help="Network input size: the graph letterboxes frames of any size to HxW "
-                   "(aspect ratio kept, black padding bottom/right) and returns keypoints in "
-                   "frame pixels. With --format tensorrt also the frame size the engine is "
-                   "built for (default: the frame's own size; TensorRT: the parity frames').")
+              help="Bottom-up: network input size; the graph letterboxes frames of any "
+                   "size to HxW (aspect ratio kept, black padding bottom/right) and returns "
+                   "keypoints in frame pixels. With --format tensorrt also the frame size the "
+                   "engine is built for (default: the frame's own size; TensorRT: the parity "
+                   "frames'). Top-down networks already run at fixed sizes (the crop, the "
+                   "detector's resize): there it only sets the TensorRT engines' frame size.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Largest batch the bundle is built for (manifest input.batch max and opt; "
                    "the TensorRT profile). The runtime splits larger batches.")
@@ -102,10 +104,15 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
               type=click.Path(path_type=Path), help="int8: videos to calibrate on (repeatable).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where torch artifacts are traced and checked (cuda for fp16 on a GPU).")
+@click.option("--conditions-config", type=click.Path(path_type=Path), default=None,
+              help="CTD models, with a snapshot SOURCE: the bottom-up pytorch_config.yaml "
+                   "giving the conditions (default: the shuffle in inference.conditions).")
+@click.option("--conditions-snapshot", type=click.Path(path_type=Path), default=None,
+              help="CTD models: that bottom-up model's snapshot (with --conditions-config).")
 @one_line_errors
 def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, output, frames,
            tolerance, allow_parity_failure, fmt, precision, input_size, batch,
-           calibration_videos, device):
+           calibration_videos, device, conditions_config, conditions_snapshot):
     """Export a snapshot to a bundle (SOURCE: a project config.yaml or a snapshot .pt)."""
     from dlc_export import export_bundle, export_from_project
 
@@ -119,6 +126,9 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
                   calibration_videos=calibration_videos, input_size=size, batch=batch,
                   # TensorRT engines are built for one frame size: the same HxW.
                   frame_size=size if fmt == "tensorrt" else None)
+    if conditions_config or conditions_snapshot:
+        common.update(conditions_config=conditions_config,
+                      conditions_snapshot=conditions_snapshot)
     if source.suffix == ".pt":
         config = pytorch_config or source.parent / "pytorch_config.yaml"
         result = export_bundle(config, source, output, **common)

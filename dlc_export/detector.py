@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
-from dlc_train.models.detectors import DETECTORS, BaseDetector, SSDLite
+from dlc_train.models.detectors import DETECTORS, BaseDetector, FasterRCNN, SSDLite
 from dlc_train.models.detectors.base import deeplabcut_detector_input
 from dlc_train.models.loading import SnapshotError, read_snapshot
 
@@ -30,9 +30,10 @@ class DetectorGraph(nn.Module):
     """frames (B, H, W, 3) uint8 -> boxes (B, D, 4) float32 frame pixels, scores (B, D).
 
     Args:
-        detector: an SSDLite detector in eval mode.
+        detector: an SSDLite or Faster R-CNN detector in eval mode.
         max_detections: D.
-        nms_iterations: fixed NMS iteration count (see ``nms_mask_fixed``).
+        nms_iterations: fixed NMS iteration count (see ``nms_mask_fixed``); Faster R-CNN uses
+            it for both its NMS passes (RPN proposals per level, and detections).
         normalize_images: the detector config's ``normalize_images`` (DeepLabCut's double
             normalization, see ``deeplabcut_detector_input``).
     """
@@ -40,18 +41,32 @@ class DetectorGraph(nn.Module):
     def __init__(self, detector: BaseDetector, max_detections: int = DEFAULT_MAX_DETECTIONS,
                  nms_iterations: int = DEFAULT_NMS_ITERATIONS, normalize_images: bool = True):
         super().__init__()
-        if not isinstance(detector, SSDLite):
-            raise ExportError(f"{type(detector).__name__} has no fixed-size export path yet; "
-                              "only SSDLite detectors export (Faster R-CNN is planned)")
+        if not isinstance(detector, (SSDLite, FasterRCNN)):
+            raise ExportError(f"{type(detector).__name__} has no fixed-size export path; "
+                              "SSDLite and Faster R-CNN detectors export")
         self.detector = detector
         self.max_detections = int(max_detections)
         self.nms_iterations = int(nms_iterations)
         self.normalize_images = normalize_images
-        self.size = tuple(detector.model.transform.fixed_size)  # (320, 320)
+        transform = detector.model.transform
+        self.size = tuple(transform.fixed_size or ())  # SSDLite: (320, 320)
+        if isinstance(detector, FasterRCNN):
+            # For the manifest's ``decoder.detector_input``: the short side is scaled to
+            # min_size ("height") unless the long side would then exceed max_size ("width"),
+            # aspect ratio kept, then zero-padded to a multiple of 32.
+            self.network_input = {"width": int(transform.max_size),
+                                  "height": int(transform.min_size), "resize": "short_side"}
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Cast before permuting (TensorRT cannot transpose uint8).
         x = frames.to(torch.float32).permute(0, 3, 1, 2)
+        if isinstance(self.detector, FasterRCNN):
+            # Its resize target depends on the frame size; predict_fixed takes every size from
+            # shape tensors and maps the boxes back to frame pixels itself.
+            out = self.detector.model.predict_fixed(
+                deeplabcut_detector_input(x, self.normalize_images), self.max_detections,
+                self.nms_iterations, self.nms_iterations)
+            return out["boxes"], out["scores"]
         # Frame size as a tensor (taken after the cast: TensorRT reads uint8 only through a
         # Cast), so the graph keeps a dynamic H, W.
         hw = torch._shape_as_tensor(x)[2:4].to(torch.float32)

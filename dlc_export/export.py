@@ -132,6 +132,13 @@ def _export_top_down(pytorch_config_path: Path, snapshot_path: Path, output, kwa
     return export_top_down_bundle(pytorch_config_path, snapshot_path, output, **kwargs)
 
 
+def _export_cond_top_down(pytorch_config_path: Path, snapshot_path: Path, output, kwargs: dict):
+    """Conditional top-down (CTD) models: a conditions bundle (bottom-up) + a pose graph."""
+    from dlc_export.ctd import export_ctd_bundle
+
+    return export_ctd_bundle(pytorch_config_path, snapshot_path, output, **kwargs)
+
+
 def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                   output: str | Path | None = None, *, frames: Path | np.ndarray | None = None,
                   tolerance_px: float = DEFAULT_TOLERANCE_PX, allow_parity_failure: bool = False,
@@ -141,7 +148,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                   frame_size: tuple[int, int] | None = None,
                   calibration_videos: tuple[Path, ...] = (),
                   input_size: tuple[int, int] | None = None,
-                  batch: int | None = None) -> ExportResult:
+                  batch: int | None = None,
+                  conditions_config: str | Path | None = None,
+                  conditions_snapshot: str | Path | None = None) -> ExportResult:
     """Exports a snapshot to an ONNX bundle and checks it against the PyTorch model.
 
     Args:
@@ -165,26 +174,36 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
             ``input.network_size``, ``input.resize: letterbox``). Default: the frame's own size.
         batch: the largest batch the bundle is built for (manifest ``input.batch`` max and
             opt, which TensorRT profiles use); overrides ``max_batch``.
+        conditions_config, conditions_snapshot: conditional top-down (CTD) models only: the
+            bottom-up model giving the conditions (default: the shuffle the config's
+            ``inference.conditions`` names).
     """
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     cfg = read_config_as_dict(pytorch_config_path)
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
+    task = Task.from_str(str(cfg.get("method", "bu")))
+    if (conditions_config or conditions_snapshot) and task != Task.COND_TOP_DOWN:
+        raise ExportError(f"{pytorch_config_path}: a conditions model is for conditional "
+                          f"top-down (method: ctd) models; this one is {task.snake_name}")
     if Task.from_str(str(cfg.get("method", "bu"))) == Task.TOP_DOWN:
-        # The pose graph already runs at the fixed crop size (decoder.crop): a network size
-        # only makes sense as the TensorRT engine's frame size (the CLI passes both).
-        if input_size is not None and (tensorrt_precision is None
-                                       or tuple(input_size) != tuple(frame_size or ())):
-            raise ExportError(f"{pytorch_config_path}: input_size (--input-size) is not "
-                              "supported for top-down models (their pose graph runs at the "
-                              "crop size); with --format tensorrt it sets the engine's frame "
-                              "size only")
+        # Its networks already run at fixed sizes (the pose crop, the detector's input):
+        # input_size is refused there, or sets the TensorRT engines' frame size.
         kwargs = dict(frames=frames, tolerance_px=tolerance_px,
                       allow_parity_failure=allow_parity_failure, opset=opset, simplify=simplify,
                       max_batch=batch or max_batch, torch_precisions=torch_precisions,
                       device=device, tensorrt_precision=tensorrt_precision, frame_size=frame_size,
-                      calibration_videos=calibration_videos)
+                      calibration_videos=calibration_videos, input_size=input_size)
         return _export_top_down(pytorch_config_path, snapshot_path, output, kwargs)
+    if Task.from_str(str(cfg.get("method", "bu"))) == Task.COND_TOP_DOWN:
+        kwargs = dict(frames=frames, tolerance_px=tolerance_px,
+                      allow_parity_failure=allow_parity_failure, opset=opset, simplify=simplify,
+                      max_batch=batch or max_batch, torch_precisions=torch_precisions,
+                      device=device, tensorrt_precision=tensorrt_precision, frame_size=frame_size,
+                      calibration_videos=calibration_videos, input_size=input_size,
+                      conditions_config=conditions_config,
+                      conditions_snapshot=conditions_snapshot)
+        return _export_cond_top_down(pytorch_config_path, snapshot_path, output, kwargs)
     _check_config(cfg, pytorch_config_path)
     project = _project_config(cfg, pytorch_config_path)
     model = build_model_from_snapshot(cfg, snapshot_path)
@@ -227,6 +246,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
             _add_tensorrt_engine(staging, tensorrt_precision,
                                  frame_size or tuple(parity_frames.shape[1:3]),
                                  calibration_videos)
+            _check_engine_parity(staging, plan, parity_frames, source, tensorrt_precision,
+                                 tolerance_px, allow_parity_failure,
+                                 frame_size or tuple(parity_frames.shape[1:3]))
         _replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -273,12 +295,13 @@ def _manifest(plan: ExportPlan, cfg: dict, scorer: str, snapshot_path: Path, ops
 
 
 def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
-                  tolerance_px: float) -> ParityReport:
-    """Eager PyTorch vs the staged bundle on ONNX Runtime, compared after the runtime's own
-    host steps (its pipeline's ``postprocess``: PAF assembly, identity, padding), so the check
-    covers what ``analyze_video`` will write."""
+                  tolerance_px: float, backend=None) -> ParityReport:
+    """Eager PyTorch vs the staged bundle on ONNX Runtime (or on ``backend``, which is then
+    closed here), compared after the runtime's own host steps (its pipeline's ``postprocess``:
+    PAF assembly, identity, padding), so the check covers what ``analyze_video`` will write."""
     bundle = Bundle.load(staging)
-    backend = OnnxRuntimeBackend(bundle.graph_path("pose"), device="cpu")
+    if backend is None:
+        backend = OnnxRuntimeBackend(bundle.graph_path("pose"), device="cpu")
     try:
         pipeline = make_pipeline(bundle, backend)
 
@@ -298,6 +321,45 @@ def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: s
 
 
 TIMING_CACHE = Path.home() / ".cache" / "dlc-deploy" / "tensorrt-timing.cache"
+
+#: Largest keypoint error (px) a reduced-precision engine may show against PyTorch before the
+#: export fails. fp32 engines use the export's own tolerance. fp16 rounding can move a heatmap
+#: argmax to a neighbouring cell; int8 moves activations further. Stated, not yet measured on a
+#: GPU here (docs/bundle.md).
+TENSORRT_TOLERANCE_PX = {"fp16": 4.0, "int8": 8.0}
+
+
+def engine_tolerance_px(precision: str, tolerance_px: float) -> float:
+    """The parity gate of a TensorRT engine of ``precision``."""
+    return max(tolerance_px, TENSORRT_TOLERANCE_PX.get(precision, tolerance_px))
+
+
+def _check_engine_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
+                         precision: str, tolerance_px: float, allow_parity_failure: bool,
+                         frame_size: tuple[int, int]) -> ParityReport:
+    """PyTorch vs the TensorRT engine just built, on the same frames and host steps as the
+    ONNX check; written to ``parity.tensorrt_<precision>.json``.
+
+    The engine's profile is built for ``frame_size`` (height, width): parity frames of another
+    size are resized to it first (both sides see the same resized frames, so the comparison
+    stays exact)."""
+    import cv2
+
+    from dlc_runtime.backends import make_backend
+
+    height, width = (int(v) for v in frame_size)
+    if tuple(frames.shape[1:3]) != (height, width):
+        frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)
+                           for f in frames])
+    backend = make_backend(Bundle.load(staging), "tensorrt", device="cuda")
+    report = _check_parity(staging, plan, frames, source,
+                           engine_tolerance_px(precision, tolerance_px), backend=backend)
+    report.to_json(staging / f"parity.tensorrt_{precision}.json")
+    log.info("TensorRT %s: %s", precision, report.summary())
+    if not report.passed and not allow_parity_failure:
+        raise ParityError(f"TensorRT {precision} engine: {report.summary()}; the bundle was "
+                          "not written (--allow-parity-failure writes it anyway)")
+    return report
 
 
 def _add_tensorrt_engine(bundle_dir: Path, precision: str, frame_size: tuple[int, int],

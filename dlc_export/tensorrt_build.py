@@ -42,8 +42,8 @@ TENSORRT_MISSING = ('TensorRT is not installed: pip install "tensorrt>=8.5,<11" 
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_NAME = "pose.engine"
 
-Shape = tuple[int, int, int, int]
-Profile = dict[str, Shape]
+#: {"min", "opt", "max"}: (B, H, W, 3) frame shapes; optionally "extra_inputs": {name: {...}}.
+Profile = dict[str, Any]
 
 
 class TensorRTBuildError(ExportError):
@@ -64,42 +64,83 @@ def import_tensorrt() -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def normalize_profiles(profiles: Sequence[dict[str, Sequence[int]]]) -> list[Profile]:
+def _checked_shapes(profile: Any, where: str, rank: int | None) -> dict[str, tuple[int, ...]]:
+    try:
+        shapes = {k: tuple(int(v) for v in profile[k]) for k in ("min", "opt", "max")}
+    except (KeyError, TypeError, ValueError):
+        raise TensorRTBuildError(f"{where}: needs 'min', 'opt' and 'max' shapes of integers, "
+                                 f"got {profile!r}") from None
+    for key, shape in shapes.items():
+        if (rank is not None and len(shape) != rank) or not shape or min(shape) < 1:
+            raise TensorRTBuildError(f"{where}: {key} {shape} must have "
+                                     f"{rank or 'some'} positive sizes")
+    lo, opt, hi = shapes["min"], shapes["opt"], shapes["max"]
+    if len({len(lo), len(opt), len(hi)}) != 1 or \
+            not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+        raise TensorRTBuildError(f"{where}: need min <= opt <= max on every axis, got "
+                                 f"min {lo}, opt {opt}, max {hi}")
+    return shapes
+
+
+def normalize_profiles(profiles: Sequence[dict[str, Any]]) -> list[Profile]:
     """Validates optimization profiles for the (B, H, W, 3) uint8 input.
 
     Each profile is ``{"min": (B, H, W, 3), "opt": ..., "max": ...}`` with min <= opt <= max on
     every axis; ``opt`` is what TensorRT tunes for (the usual batch and the video's frame size).
+    A graph with further inputs (the top-down pose graph's ``boxes`` (B, M, 4)) gives their
+    shapes in ``"extra_inputs": {name: {"min", "opt", "max"}}``, with the frames' batch sizes.
     """
     if not profiles:
         raise TensorRTBuildError("at least one optimization profile is needed "
                                  "({'min': (1, H, W, 3), 'opt': ..., 'max': ...})")
     out = []
     for i, profile in enumerate(profiles):
-        try:
-            shapes = {k: tuple(int(v) for v in profile[k]) for k in ("min", "opt", "max")}
-        except (KeyError, TypeError, ValueError):
-            raise TensorRTBuildError(f"profile {i}: needs 'min', 'opt' and 'max' shapes of 4 "
-                                     f"integers, got {profile!r}") from None
+        shapes: dict[str, Any] = _checked_shapes(profile, f"profile {i}", 4)
         for key, shape in shapes.items():
-            if len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
+            if shape[3] != 3:
                 raise TensorRTBuildError(f"profile {i}: {key} {shape} must be (batch, height, "
                                          "width, 3) with positive sizes")
-        lo, opt, hi = shapes["min"], shapes["opt"], shapes["max"]
-        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
-            raise TensorRTBuildError(f"profile {i}: need min <= opt <= max on every axis, got "
-                                     f"min {lo}, opt {opt}, max {hi}")
+        extra = (profile.get("extra_inputs") or {}) if isinstance(profile, dict) else {}
+        if extra:
+            shapes["extra_inputs"] = {}
+            for name, sub in extra.items():
+                checked = _checked_shapes(sub, f"profile {i} input '{name}'", None)
+                if any(checked[k][0] != shapes[k][0] for k in ("min", "opt", "max")):
+                    raise TensorRTBuildError(f"profile {i} input '{name}': its batch sizes "
+                                             "must be the frames' (min, opt, max)")
+                shapes["extra_inputs"][name] = checked
         out.append(shapes)
     return out
 
 
+def extra_input_profile(inputs: Sequence[Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """Shapes for a graph's inputs after the frames, from their manifest specs.
+
+    Args:
+        inputs: the manifest graph's further inputs (:class:`TensorSpec`, e.g. ``boxes``
+            ``["batch", M, 4]``): their batch follows the frames', every other axis is fixed.
+        profile: the frames' ``{"min", "opt", "max"}``.
+    """
+    extra = {}
+    for spec in inputs:
+        rest = list(spec.shape[1:])
+        if any(not isinstance(v, int) for v in rest):
+            raise TensorRTBuildError(f"input '{spec.name}' has symbolic axes {spec.shape}: only "
+                                     "its batch may vary in a TensorRT profile; re-export")
+        extra[spec.name] = {k: (int(profile[k][0]), *rest) for k in ("min", "opt", "max")}
+    return extra
+
+
 def default_profiles(manifest: Manifest, frame_size: tuple[int, int] | None = None,
-                     ) -> list[Profile]:
+                     graph: str = "pose") -> list[Profile]:
     """One profile from the manifest's batch range and the frame size.
 
     Args:
         manifest: the bundle's manifest (``input.batch`` and, when fixed, height/width).
         frame_size: (height, width) of the videos to analyse; needed when the graph takes any
             frame size, since an engine is tuned for (and limited to) the sizes it was built for.
+        graph: the manifest graph the profile is for; its inputs after the frames (top-down
+            ``boxes``) get shapes with the same batch range (:func:`extra_input_profile`).
     """
     spec = manifest.input
     if spec.height is not None and spec.width is not None:
@@ -113,9 +154,13 @@ def default_profiles(manifest: Manifest, frame_size: tuple[int, int] | None = No
     else:
         height, width = (int(v) for v in frame_size)
     b = spec.batch
-    return normalize_profiles([{"min": (b.min, height, width, 3),
-                                "opt": (b.opt, height, width, 3),
-                                "max": (b.max, height, width, 3)}])
+    profile: dict[str, Any] = {"min": (b.min, height, width, 3),
+                               "opt": (b.opt, height, width, 3),
+                               "max": (b.max, height, width, 3)}
+    further = manifest.graphs[graph].inputs[1:] if graph in manifest.graphs else []
+    if further:
+        profile["extra_inputs"] = extra_input_profile(further, profile)
+    return normalize_profiles([profile])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,12 +182,15 @@ def engine_fingerprint(precision: str, profiles: Sequence[Profile], device_index
         machine = machine_fingerprint(device_index)
     except BackendError as err:
         raise TensorRTBuildError(str(err)) from None
-    return {
-        **machine,
-        "precision": precision,
-        "profiles": [{"input": input_name, **{k: list(v) for k, v in p.items()}}
-                     for p in profiles],
-    }
+    def record(p: Profile) -> dict[str, Any]:
+        out: dict[str, Any] = {"input": input_name,
+                               **{k: list(p[k]) for k in ("min", "opt", "max")}}
+        if p.get("extra_inputs"):
+            out["extra_inputs"] = {name: {k: list(v) for k, v in sub.items()}
+                                   for name, sub in p["extra_inputs"].items()}
+        return out
+
+    return {**machine, "precision": precision, "profiles": [record(p) for p in profiles]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,8 +215,10 @@ def calibration_frames_from_videos(videos: Sequence[str | os.PathLike[str]],
 
 
 def _make_calibrator(trt: Any, frames: np.ndarray, batch_size: int, input_name: str,
-                     cache_path: Path | None) -> Any:
-    """An IInt8EntropyCalibrator2 over uint8 frames, uploaded with cuda-python."""
+                     cache_path: Path | None,
+                     extra: dict[str, np.ndarray] | None = None) -> Any:
+    """An IInt8EntropyCalibrator2 over uint8 frames (and the graph's further inputs, e.g.
+    boxes, one row per frame), uploaded with cuda-python."""
     from dlc_runtime.backends.tensorrt_backend import DeviceBuffer, cuda_call, cuda_runtime
 
     rt = cuda_runtime()
@@ -176,23 +226,26 @@ def _make_calibrator(trt: Any, frames: np.ndarray, batch_size: int, input_name: 
     class FrameCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self.frames = np.ascontiguousarray(frames)
+            self.inputs = {input_name: np.ascontiguousarray(frames),
+                           **{k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}}
             self.batch_size = batch_size
             self.position = 0
-            self.buffer = DeviceBuffer()
-            self.buffer.ensure(self.frames[:batch_size].nbytes)
+            self.buffers = {name: DeviceBuffer() for name in self.inputs}
+            for name, data in self.inputs.items():
+                self.buffers[name].ensure(data[:batch_size].nbytes)
 
         def get_batch_size(self) -> int:
             return self.batch_size
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.position + self.batch_size > len(self.frames):
+            if self.position + self.batch_size > len(self.inputs[input_name]):
                 return None  # TensorRT's signal that calibration data is exhausted
-            batch = self.frames[self.position:self.position + self.batch_size]
+            for name, data in self.inputs.items():
+                batch = data[self.position:self.position + self.batch_size]
+                cuda_call(rt.cudaMemcpy(self.buffers[name].ptr, batch.ctypes.data, batch.nbytes,
+                                        rt.cudaMemcpyKind.cudaMemcpyHostToDevice), "upload")
             self.position += self.batch_size
-            cuda_call(rt.cudaMemcpy(self.buffer.ptr, batch.ctypes.data, batch.nbytes,
-                                    rt.cudaMemcpyKind.cudaMemcpyHostToDevice), "upload")
-            return [self.buffer.ptr if n == input_name else 0 for n in names]
+            return [self.buffers[n].ptr if n in self.buffers else 0 for n in names]
 
         def read_calibration_cache(self) -> bytes | None:
             if cache_path is not None and cache_path.is_file():
@@ -205,7 +258,8 @@ def _make_calibrator(trt: Any, frames: np.ndarray, batch_size: int, input_name: 
 
         def __del__(self) -> None:
             try:
-                self.buffer.free()
+                for buffer in self.buffers.values():
+                    buffer.free()
             except Exception:  # interpreter shutdown: the driver frees it anyway
                 pass
 
@@ -248,6 +302,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
                  timing_cache_path: str | os.PathLike[str] | None = None,
                  calibration_frames: np.ndarray | None = None,
                  calibration_cache_path: str | os.PathLike[str] | None = None,
+                 calibration_inputs: dict[str, np.ndarray] | None = None,
                  workspace_gb: float = 4.0, device_index: int = 0) -> Path:
     """Parses ``onnx_path`` with TensorRT and writes the serialized engine to ``engine_path``.
 
@@ -262,6 +317,8 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
             skips most tactic timing.
         calibration_frames: (N, H, W, 3) uint8 frames from the user's videos; required for int8.
         calibration_cache_path: where the INT8 scales are cached (reused when present).
+        calibration_inputs: the graph's further inputs for those frames (top-down ``boxes``
+            (N, M, 4)), by name.
         workspace_gb: scratch memory TensorRT may use for tactics.
         device_index: the CUDA device to build on.
     """
@@ -317,13 +374,19 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         config.clear_flag(trt.BuilderFlag.TF32)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if network.num_inputs != 1:
-        raise TensorRTBuildError(f"{onnx_path}: expected one input (uint8 images), found "
-                                 f"{network.num_inputs}")
+    # Frames first (as exported); further inputs (boxes) take their shapes from the profile.
     input_name = network.get_input(0).name
-    for shapes in profiles:
+    others = [network.get_input(i).name for i in range(1, network.num_inputs)]
+    for i, shapes in enumerate(profiles):
+        missing = [n for n in others if n not in (shapes.get("extra_inputs") or {})]
+        if missing:
+            raise TensorRTBuildError(f"{onnx_path}: profile {i} has no shapes for input(s) "
+                                     f"{missing} (profile 'extra_inputs')")
         profile = builder.create_optimization_profile()
         profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
+        for name in others:
+            sub = shapes["extra_inputs"][name]
+            profile.set_shape(name, sub["min"], sub["opt"], sub["max"])
         config.add_optimization_profile(profile)
 
     calibrator = None
@@ -335,10 +398,18 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         calib_profile = builder.create_optimization_profile()
         fixed = (batch, shape[1], shape[2], 3)
         calib_profile.set_shape(input_name, fixed, fixed, fixed)
+        extra = {n: np.asarray(calibration_inputs[n]) for n in others} \
+            if others and calibration_inputs else {}
+        if set(extra) != set(others):
+            raise TensorRTBuildError(f"int8 calibration of {onnx_path} needs data for its "
+                                     f"inputs {others} (calibration_inputs)")
+        for name, data in extra.items():
+            sub = (batch, *data.shape[1:])
+            calib_profile.set_shape(name, sub, sub, sub)
         config.set_calibration_profile(calib_profile)
         calibrator = _make_calibrator(
             trt, calibration_frames, batch, input_name,
-            Path(calibration_cache_path) if calibration_cache_path else None)
+            Path(calibration_cache_path) if calibration_cache_path else None, extra)
         config.int8_calibrator = calibrator
 
     cache_path = Path(timing_cache_path) if timing_cache_path else None
@@ -373,8 +444,11 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
                     engine_name: str = ENGINE_NAME, graph: str = "pose",
                     timing_cache_path: str | os.PathLike[str] | None = None,
                     calibration_frames: np.ndarray | None = None,
+                    calibration_inputs: dict[str, np.ndarray] | None = None,
                     workspace_gb: float = 4.0, device_index: int = 0) -> dict[str, Any]:
-    """Builds ``<bundle>/pose.engine`` from the bundle's ``pose.onnx``.
+    """Builds ``<bundle>/pose.engine`` from the bundle's ``pose.onnx`` (or ``engine_name`` from
+    another ``graph``: top-down bundles build ``detector.engine`` and a two-input
+    ``pose.engine``).
 
     Args:
         bundle_dir: an exported bundle.
@@ -384,8 +458,8 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
         profiles: explicit profiles instead of the one derived from the manifest.
         engine_name: file name inside the bundle.
         graph: which graph of the manifest to build.
-        timing_cache_path, calibration_frames, workspace_gb, device_index: see
-            :func:`build_engine`.
+        timing_cache_path, calibration_frames, calibration_inputs, workspace_gb,
+            device_index: see :func:`build_engine`.
 
     Returns:
         The manifest ``engines`` entry (pass it to :func:`add_engine_to_bundle`).
@@ -396,7 +470,7 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
     if profiles is None:
         if frame_size is None and calibration_frames is not None:
             frame_size = tuple(calibration_frames.shape[1:3])
-        profiles = default_profiles(bundle.manifest, frame_size)
+        profiles = default_profiles(bundle.manifest, frame_size, graph)
     profiles = normalize_profiles(profiles)
     engine_path = bundle.path / engine_name
     # INT8 scales depend on the graph and the frames, not on the GPU: kept beside the engine so
@@ -405,7 +479,8 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
         if precision == "int8" else None
     build_engine(onnx_path, engine_path, precision=precision, profiles=profiles,
                  timing_cache_path=timing_cache_path, calibration_frames=calibration_frames,
-                 calibration_cache_path=cache, workspace_gb=workspace_gb,
+                 calibration_cache_path=cache, calibration_inputs=calibration_inputs,
+                 workspace_gb=workspace_gb,
                  device_index=device_index)
     entry = {
         "file": engine_name,
@@ -431,4 +506,5 @@ def add_engine_to_bundle(bundle_dir: str | os.PathLike[str], entry: dict[str, An
 
 __all__ = ["TENSORRT_MISSING", "PRECISIONS", "ENGINE_NAME", "TensorRTBuildError",
            "add_engine_to_bundle", "build_engine", "calibration_frames_from_videos",
-           "default_profiles", "engine_fingerprint", "export_tensorrt", "normalize_profiles"]
+           "default_profiles", "engine_fingerprint", "export_tensorrt", "extra_input_profile",
+           "normalize_profiles"]

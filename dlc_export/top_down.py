@@ -3,7 +3,7 @@
 ``pose.onnx`` takes the frames and boxes (``images`` uint8 (B, H, W, 3), ``boxes`` float32
 (B, M, 4) x1 y1 x2 y2 frame pixels) and returns ``keypoints`` (B, M, K, 3) in frame pixels. The
 crops are taken with ``grid_sample``, reproducing DeepLabCut 3's ``top_down_crop``: the box plus
-``bbox_margin`` on each side, widened to the crop's aspect ratio around its centre, corners rounded
+``top_down_crop.margin`` (default 0) on each side, widened to the crop's aspect ratio around its centre, corners rounded
 to whole pixels, zero padding where it leaves the frame, then a bilinear resize (cv2's half-pixel
 convention, border clamped to the crop) to the configured crop size. Keypoints come back as
 ``x = x_crop * scale + offset``. One pass: the frames are uploaded once per graph and never cropped
@@ -11,6 +11,7 @@ on the host.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ from dlc_export.parity import (
 from dlc_export.wrappers import NormalizeFrames
 from dlc_runtime.bundle import (
     BatchRange,
+    Bundle,
     GraphSpec,
     InputSpec,
     Manifest,
@@ -64,14 +66,24 @@ DEFAULT_BOX_SCORE_THRESHOLD = 0.1
 
 
 def crop_settings(cfg: dict) -> tuple[int, int, float]:
-    """(crop width, crop height, bbox margin) from a top-down pytorch_config."""
+    """(crop width, crop height, crop margin) from a top-down pytorch_config.
+
+    As DeepLabCut's inference runner: ``data.inference.top_down_crop`` {width, height, margin
+    (default 0)}. ``data.bbox_margin`` is not a crop setting: DeepLabCut uses it to make boxes
+    from keypoints (training labels, CTD conditions), not to widen detector boxes.
+    """
     data = cfg.get("data") or {}
     crop = (data.get("inference") or {}).get("top_down_crop") or {}
+    if not crop.get("crop_with_context", True):
+        raise ExportError("top_down_crop.crop_with_context: false is not supported for top-down "
+                          "exports (only conditional top-down models crop without context); "
+                          "set it to true or remove it")
     return int(crop.get("width", 256)), int(crop.get("height", 256)), \
-        float(data.get("bbox_margin", 20))
+        float(crop.get("margin", 0))
 
 
-def _pad_divisors(cfg: dict) -> tuple[int, int]:
+def pad_divisors(cfg: dict) -> tuple[int, int]:
+    """(height, width) divisors of DeepLabCut's ``auto_padding`` for the crops ((1, 1): none)."""
     pad = ((cfg.get("data") or {}).get("inference") or {}).get("auto_padding") or {}
     return int(pad.get("pad_height_divisor", 1)), int(pad.get("pad_width_divisor", 1))
 
@@ -148,15 +160,32 @@ class PoseOnCrops(nn.Module):
         self.stride = model.get_stride(head)
         self.pad_divisors = pad_divisors
 
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+    def pad(self, crops: torch.Tensor) -> torch.Tensor:
         h, w = crops.shape[-2:]
         pad_h = -int(h) % self.pad_divisors[0]
         pad_w = -int(w) % self.pad_divisors[1]
         if pad_h or pad_w:  # crop sizes are constants, so this is decided at export time
             crops = F.pad(crops, (0, pad_w, 0, pad_h), mode="reflect")
-        outputs = self.model(crops)
-        poses = self.model.heads[self.head].predictor(self.stride, outputs[self.head])["poses"]
+        return crops
+
+    def decode(self, head_outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        poses = self.model.heads[self.head].predictor(self.stride, head_outputs)["poses"]
         return poses[:, 0].to(torch.float32)
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.model(self.pad(crops))[self.head])
+
+
+class HalfPrecisionPoseOnCrops(PoseOnCrops):
+    """fp16 network on fp32 crops, decoded in fp32 (as ``torch_export.HalfPrecisionPose``:
+    decoding in half would put the keypoints themselves in fp16). Copies ``pose``'s model."""
+
+    def __init__(self, pose: PoseOnCrops):
+        super().__init__(copy.deepcopy(pose.model).half().eval(), pose.head, pose.pad_divisors)
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(self.pad(crops).half())[self.head]
+        return self.decode({name: t.float() for name, t in outputs.items()})
 
 
 class TopDownPose(nn.Module):
@@ -285,6 +314,60 @@ def parity_boxes(frames: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
     return boxes
 
 
+def detector_network_input(det_graph: DetectorGraph) -> dict:
+    """The detector network's input, for the manifest (``decoder.detector_input``):
+    ``{"width", "height", "resize"}``. SSDLite stretches every frame to its fixed 320x320
+    (aspect ratio not kept); a graph that resizes otherwise describes itself in
+    ``network_input``."""
+    described = getattr(det_graph, "network_input", None)
+    if described:
+        return dict(described)
+    height, width = det_graph.size
+    return {"width": int(width), "height": int(height), "resize": "stretch"}
+
+
+def _engine_frame_size(where: Path, input_size: tuple[int, int] | None,
+                       frame_size: tuple[int, int] | None, tensorrt_precision: str | None,
+                       crop: tuple[int, int], det_input: dict) -> tuple[int, int] | None:
+    """The TensorRT frame size: ``input_size`` means exactly that for top-down models."""
+    if input_size is None:
+        return frame_size
+    if tensorrt_precision is None:
+        raise ExportError(
+            f"{where}: input_size (--input-size) does not apply to top-down models: their "
+            f"networks already run at fixed sizes, the pose network at the {crop[0]}x{crop[1]} "
+            f"crop (decoder.crop) and the detector at {det_input['width']}x"
+            f"{det_input['height']} (decoder.detector_input, resize: {det_input['resize']}); "
+            "with --format tensorrt it sets the engines' frame size")
+    if frame_size is not None and tuple(frame_size) != tuple(input_size):
+        raise ExportError(f"{where}: input_size {tuple(input_size)} and frame_size "
+                          f"{tuple(frame_size)} disagree; for top-down models both are the "
+                          "TensorRT engines' frame size (height, width): pass one")
+    height, width = (int(v) for v in input_size)
+    if height < 1 or width < 1:
+        raise ExportError(f"input_size must be positive (height, width), got {input_size}")
+    return height, width
+
+
+def _check_artifact_options(torch_precisions: tuple[str, ...],
+                            tensorrt_precision: str | None) -> None:
+    """Refuses unknown precisions, and a TensorRT build where TensorRT is missing, before the
+    export spends minutes on graphs and parity."""
+    from dlc_runtime.backends.torch_backend import PRECISIONS as TORCH_PRECISIONS
+
+    bad = [p for p in torch_precisions if p not in TORCH_PRECISIONS]
+    if bad:
+        raise ExportError(f"unknown torch precision {bad[0]!r}; use "
+                          f"{', '.join(TORCH_PRECISIONS)}")
+    if tensorrt_precision is not None:
+        from dlc_export.tensorrt_build import PRECISIONS, TensorRTBuildError, import_tensorrt
+
+        if tensorrt_precision not in PRECISIONS:
+            raise TensorRTBuildError(f"precision {tensorrt_precision!r}: use one of "
+                                     f"{', '.join(PRECISIONS)}")
+        import_tensorrt()
+
+
 def find_detector_snapshot(snapshot_path: Path) -> Path | None:
     """The newest ``snapshot-detector-*.pt`` beside the pose snapshot (best first, as DLC)."""
     folder = snapshot_path.parent
@@ -307,7 +390,11 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
                            max_batch: int = 64,
                            box_score_threshold: float = DEFAULT_BOX_SCORE_THRESHOLD,
                            max_detections: int = DEFAULT_MAX_DETECTIONS,
-                           **kwargs) -> ExportResult:
+                           torch_precisions: tuple[str, ...] = (), device: str = "cpu",
+                           tensorrt_precision: str | None = None,
+                           frame_size: tuple[int, int] | None = None,
+                           calibration_videos: tuple[Path, ...] = (),
+                           input_size: tuple[int, int] | None = None) -> ExportResult:
     """Exports a top-down shuffle to a bundle with ``detector.onnx`` and ``pose.onnx``.
 
     Args:
@@ -325,8 +412,18 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
             (tests and dry runs only; the bundle records it).
         random_pose: ignore ``snapshot_path`` and use random pose weights (tests only).
         box_score_threshold: detector score under which a slot is left empty (runtime).
-        kwargs: options of ``export_bundle`` this exporter does not support yet (TensorRT,
-            torch artifacts) are refused rather than silently dropped.
+        torch_precisions: also add torch artifacts of both graphs ("fp32", "fp16": the pose
+            network's precision; the detector's is fp32), see
+            :func:`add_top_down_torch_artifacts`.
+        device: where torch artifacts are traced and checked ("cuda" for fp16 on a GPU).
+        tensorrt_precision: also build ``detector.engine`` and ``pose.engine`` for this
+            machine's GPU ("fp32", "fp16", "int8"; int8 calibrates on ``calibration_videos``).
+        frame_size: (height, width) the engines' profile is built for (default: the parity
+            frames' size).
+        input_size: only with ``tensorrt_precision``: the engines' frame size (as
+            ``frame_size``). Top-down networks already run at fixed sizes (the pose crop,
+            ``decoder.crop``, and the detector's own input, ``decoder.detector_input``), so
+            there is no network size to choose; without TensorRT it is refused.
     """
     from dlc_export.export import (
         ExportResult,
@@ -337,11 +434,6 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
         scorer_name,
     )
 
-    unsupported = {k: v for k, v in kwargs.items() if v not in (None, (), False)}
-    unsupported.pop("device", None)
-    if unsupported:
-        raise ExportError(f"top-down export does not support {sorted(unsupported)} yet; "
-                          "export without them")
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     cfg = read_config_as_dict(pytorch_config_path)
     metadata = cfg.get("metadata") or {}
@@ -367,9 +459,13 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
     individuals = list(metadata.get("individuals") or ["individual_1"])
     m = int(max_individuals or len(individuals))
     crop_w, crop_h, margin = crop_settings(cfg)
-    wrapper = TopDownPose(model, crop_w, crop_h, margin, _pad_divisors(cfg)).eval()
+    wrapper = TopDownPose(model, crop_w, crop_h, margin, pad_divisors(cfg)).eval()
     det_graph = DetectorGraph(detector, max_detections=max(max_detections, m),
                               normalize_images=detector_normalizes(cfg)).eval()
+    det_input = detector_network_input(det_graph)
+    frame_size = _engine_frame_size(pytorch_config_path, input_size, frame_size,
+                                    tensorrt_precision, (crop_w, crop_h), det_input)
+    _check_artifact_options(torch_precisions, tensorrt_precision)
 
     project = _project_config(cfg, pytorch_config_path)
     scorer = scorer_name(cfg, snapshot_path, project)
@@ -394,9 +490,25 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
                               "the bundle was not written (allow_parity_failure writes it)")
         manifest = _manifest(cfg, scorer, individuals, m, (crop_w, crop_h, margin),
                              det_graph.max_detections, box_score_threshold, opset, max_batch,
-                             snapshot_path, detector_snapshot_path, random_pose)
+                             snapshot_path, detector_snapshot_path, random_pose, det_input)
         write_config(staging / "pytorch_config.yaml", cfg)
         write_manifest(staging, manifest)
+        if torch_precisions:
+            add_top_down_torch_artifacts(staging, det_graph, detector, wrapper, parity_frames,
+                                         boxes, (crop_w, crop_h, margin), tuple(torch_precisions),
+                                         device=device, tolerance_px=tolerance_px)
+        if tensorrt_precision:
+            engine_size = frame_size or tuple(parity_frames.shape[1:3])
+            add_top_down_engines(staging, tensorrt_precision, engine_size, calibration_videos,
+                                 box_score_threshold)
+            engines, engines_iou = check_top_down_engines(
+                staging, tensorrt_precision, det_graph, detector, wrapper, parity_frames,
+                (crop_w, crop_h, margin), engine_size, source, tolerance_px)
+            if not engines.passed and not allow_parity_failure:
+                raise ParityError(f"{engines.summary()}; detector matched IoU "
+                                  f"{engines_iou:.4f}; the bundle was not written "
+                                  "(allow_parity_failure writes it)")
+        manifest = Bundle.load(staging).manifest  # with the artifacts' entries
         _replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -437,21 +549,238 @@ def _parity(det_graph: DetectorGraph, detector, wrapper: TopDownPose, det_path: 
     return report, det_iou
 
 
-def _write_parity(path: Path, report: ParityReport, det_iou: float) -> None:
+# -- torch artifacts (runtime backend "torch") -----------------------------------------------
+
+#: The detector's torch artifact is fp32 only: its box regression, score threshold and NMS are
+#: what decide which animals the pose graph sees, and they are cheap next to the pose network.
+DETECTOR_TORCH_PRECISION = "fp32"
+
+
+def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` itself on the CPU, else a copy on ``device`` (the caller's stays put)."""
+    return module.eval() if device.type == "cpu" else copy.deepcopy(module).eval().to(device)
+
+
+def _run_loaded(module, device: torch.device, *arrays: np.ndarray) -> list[np.ndarray]:
+    with torch.inference_mode():
+        out = module(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays))
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    return [t.float().cpu().numpy() for t in out]
+
+
+def _second_shape(frames: np.ndarray) -> np.ndarray:
+    """Another batch and frame size cut from the parity frames: traced shapes must generalise."""
+    b, h, w = frames.shape[:3]
+    return np.ascontiguousarray(frames[:max(1, b - 1), :max(32, h * 3 // 4),
+                                       :max(32, w * 3 // 4)])
+
+
+def _check_torch_detector(loaded, device: torch.device, detector, det_graph: DetectorGraph,
+                          frames: np.ndarray) -> float:
+    """Smallest matched IoU of the reloaded detector artifact vs the eager detector, on the
+    parity frames and on another batch and frame size; raises ParityError below the bar."""
+    ious = []
+    for batch in [frames[i:i + 2] for i in range(0, len(frames), 2)] + [_second_shape(frames)]:
+        ref = eager_detections(detector, batch, det_graph.max_detections,
+                               det_graph.normalize_images)
+        got_boxes, _ = _run_loaded(loaded, device, batch)
+        ious.append(matched_iou(ref["boxes"], ref["scores"], got_boxes))
+    iou = float(min(ious))
+    if iou < MIN_DETECTOR_IOU:
+        raise ParityError(f"torch detector artifact: matched IoU {iou:.4f} < "
+                          f"{MIN_DETECTOR_IOU}; the torch artifacts were not written")
+    return iou
+
+
+def _check_torch_pose(loaded, device: torch.device, wrapper: TopDownPose, frames: np.ndarray,
+                      boxes: np.ndarray, crop: tuple[int, int, float], name: str,
+                      tolerance_px: float) -> ParityReport:
+    """The reloaded pose artifact vs DeepLabCut's eager CPU crop + fp32 model, on the parity
+    frames and on another batch and frame size."""
+    second = _second_shape(frames)
+    cases = [(frames[i:i + 2], boxes[i:i + 2]) for i in range(0, len(frames), 2)]
+    cases.append((second, parity_boxes(second, boxes.shape[1], seed=1)))
+    ref, got = [], []
+    for f, bx in cases:
+        ref.append(eager_top_down(wrapper.pose, f, bx, *crop).reshape(-1, 3))
+        got.append(_run_loaded(loaded, device, f, bx)[0].reshape(-1, 3))
+    px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
+    report = ParityReport(
+        frames=len(frames) + len(second),
+        frame_size=(int(frames.shape[1]), int(frames.shape[2])),
+        source="export parity frames and a smaller crop of them", backend=name,
+        median_px=float(np.median(px)), max_px=float(px.max()),
+        p99_px=float(np.percentile(px, 99)), max_likelihood_abs=float(lik.max()),
+        tolerance_px=float(tolerance_px), passed=bool(px.max() <= tolerance_px))
+    if not report.passed:
+        raise ParityError(f"{report.summary()}; the torch artifact was not written")
+    return report
+
+
+def add_top_down_torch_artifacts(bundle_dir: Path, det_graph: DetectorGraph, detector,
+                                 wrapper: TopDownPose, frames: np.ndarray, boxes: np.ndarray,
+                                 crop: tuple[int, int, float], precisions: tuple[str, ...], *,
+                                 device: str = "cpu",
+                                 tolerance_px: float = DEFAULT_TOLERANCE_PX) -> None:
+    """Adds checked torch artifacts of both graphs to a (staged) top-down bundle.
+
+    Writes ``detector.fp32.torchscript.pt`` (graph ``detector_torch_fp32``, see
+    :data:`DETECTOR_TORCH_PRECISION`) and per precision ``pose.<p>.torchscript.pt`` (graph
+    ``pose_torch_<p>``, frames + boxes in) with ``parity.torch_<p>.json``, each reloaded and
+    checked (detector: matched IoU vs the eager detector; pose: px vs the eager crop pipeline)
+    before it is added; the manifest lists them like bottom-up artifacts. TorchScript only:
+    torch.export cannot trace the crop's frame-size read (``torch._shape_as_tensor``).
+    """
+    from dlc_export.torch_export import save_checked_artifact, torch_artifact_file
+    from dlc_runtime.backends.torch_backend import torch_graph_name
+
+    method = "torchscript"
+    _check_artifact_options(precisions, None)
+    device_t = torch.device(device)
+    bundle = Bundle.load(bundle_dir)
+    max_batch = bundle.input.batch.max
+    graphs = bundle.manifest.graphs
+
+    def listed(graph: str, precision: str, file: str) -> None:
+        spec = graphs[graph]
+        graphs[torch_graph_name(precision, graph)] = GraphSpec(
+            file=file, opset=None,
+            inputs=[TensorSpec(t.name, t.dtype, list(t.shape)) for t in spec.inputs],
+            outputs=[TensorSpec(t.name, t.dtype, list(t.shape)) for t in spec.outputs])
+
+    det_file = torch_artifact_file(DETECTOR_TORCH_PRECISION, method, graph="detector")
+    det_iou = save_checked_artifact(
+        _on_device(det_graph, device_t), (torch.from_numpy(frames[:2]).to(device_t),),
+        bundle_dir / det_file,
+        lambda loaded: _check_torch_detector(loaded, device_t, detector, det_graph, frames),
+        method=method, device=device, max_batch=max_batch, what="of the detector")
+    listed("detector", DETECTOR_TORCH_PRECISION, det_file)
+    for precision in precisions:
+        module = _on_device(wrapper, device_t)
+        if precision == "fp16":
+            module = copy.deepcopy(module)  # the caller's wrapper keeps its fp32 pose
+            module.pose = HalfPrecisionPoseOnCrops(module.pose)
+        file = torch_artifact_file(precision, method)
+        name = f"torch-{method}-{precision}-{device_t.type}"
+        report = save_checked_artifact(
+            module.eval(), (torch.from_numpy(frames[:2]).to(device_t),
+                            torch.from_numpy(boxes[:2]).to(device_t)), bundle_dir / file,
+            lambda loaded: _check_torch_pose(loaded, device_t, wrapper, frames, boxes, crop,
+                                             name, tolerance_px),
+            method=method, device=device, max_batch=max_batch, what=f"of the pose graph "
+                                                                     f"({precision})")
+        _write_parity(bundle_dir / f"parity.torch_{precision}.json", report, det_iou)
+        listed("pose", precision, file)
+    write_manifest(bundle_dir, bundle.manifest)  # fills the new entries' sha256
+
+
+# -- TensorRT --------------------------------------------------------------------------------
+
+#: Detector IoU gates of reduced-precision engines (fp32 engines use MIN_DETECTOR_IOU): stated
+#: looser bounds like the pose gates (export.TENSORRT_TOLERANCE_PX), not measured on a GPU yet.
+ENGINE_MIN_DETECTOR_IOU = {"fp16": 0.95, "int8": 0.9}
+#: Engine files of a top-down bundle, by graph.
+ENGINE_FILES = {"detector": "detector.engine", "pose": "pose.engine"}
+
+
+def calibration_boxes(bundle_dir: Path, frames: np.ndarray, m: int, threshold: float
+                      ) -> np.ndarray:
+    """Boxes for INT8 calibration of the pose engine: the bundle's own detector (onnxruntime)
+    on the calibration frames, top ``m`` per frame as the runtime picks them, so the pose
+    network is calibrated on the crops it will see."""
+    from dlc_runtime.pipelines.top_down import select_boxes
+
+    session = _ort_session(bundle_dir / "detector.onnx")
+    chosen = []
+    for start in range(0, len(frames), 8):
+        boxes, scores = session.run(["boxes", "scores"], {"images": frames[start:start + 8]})
+        chosen.append(select_boxes(boxes, scores, m, threshold)[0])
+    return np.concatenate(chosen)
+
+
+def check_top_down_engines(bundle_dir: Path, precision: str, det_graph: DetectorGraph,
+                           detector, wrapper: TopDownPose, frames: np.ndarray,
+                           crop: tuple[int, int, float], frame_size: tuple[int, int],
+                           source: str, tolerance_px: float) -> tuple[ParityReport, float]:
+    """The engines just built vs the eager models, as the ONNX check: detector matched IoU,
+    pose px on the parity boxes; written to ``parity.tensorrt_<precision>.json``.
+
+    The engines' profile is built for ``frame_size``: parity frames of another size are
+    resized to it first (both sides see the same frames, so the comparison stays exact).
+    """
+    from dlc_export.export import engine_tolerance_px
+    from dlc_runtime.backends import make_backend
+
+    height, width = (int(v) for v in frame_size)
+    if tuple(frames.shape[1:3]) != (height, width):
+        frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)
+                           for f in frames])
+    bundle = Bundle.load(bundle_dir)
+    boxes = parity_boxes(frames, int(bundle.manifest.decoder["max_individuals"]))
+    gate = engine_tolerance_px(precision, tolerance_px)
+    ref, got, ious = [], [], []
+    with make_backend(bundle, "tensorrt", device="cuda", graph="detector") as det_engine, \
+            make_backend(bundle, "tensorrt", device="cuda", graph="pose") as pose_engine:
+        for start in range(0, len(frames), 2):
+            f, bx = frames[start:start + 2], boxes[start:start + 2]
+            expected = eager_detections(detector, f, det_graph.max_detections,
+                                        det_graph.normalize_images)
+            ious.append(matched_iou(expected["boxes"], expected["scores"],
+                                    det_engine.run(f)["boxes"]))
+            ref.append(eager_top_down(wrapper.pose, f, bx, *crop))
+            got.append(pose_engine.run(f, boxes=bx)["keypoints"])
+    px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
+    det_iou = float(min(ious))
+    min_iou = ENGINE_MIN_DETECTOR_IOU.get(precision, MIN_DETECTOR_IOU)
+    report = ParityReport(
+        frames=len(frames), frame_size=(height, width), source=source,
+        backend=f"tensorrt-{precision}", median_px=float(np.median(px)),
+        max_px=float(px.max()), p99_px=float(np.percentile(px, 99)),
+        max_likelihood_abs=float(lik.max()), tolerance_px=float(gate),
+        passed=bool(px.max() <= gate and det_iou >= min_iou))
+    _write_parity(bundle_dir / f"parity.tensorrt_{precision}.json", report, det_iou, min_iou)
+    return report, det_iou
+
+
+def add_top_down_engines(bundle_dir: Path, precision: str, frame_size: tuple[int, int],
+                         calibration_videos: tuple[Path, ...] = (),
+                         box_score_threshold: float = DEFAULT_BOX_SCORE_THRESHOLD) -> None:
+    """Builds ``detector.engine`` and ``pose.engine`` (frames + boxes (B, M, 4) profiles) for
+    this machine's GPU and records both fingerprints in the manifest's ``engines``."""
+    from dlc_export.export import TIMING_CACHE
+    from dlc_export.tensorrt_build import (add_engine_to_bundle, calibration_frames_from_videos,
+                                           export_tensorrt)
+
+    frames = calibration_frames_from_videos(calibration_videos) if precision == "int8" else None
+    boxes = None
+    if frames is not None:
+        m = int(Bundle.load(bundle_dir).manifest.decoder["max_individuals"])
+        boxes = {"boxes": calibration_boxes(bundle_dir, frames, m, box_score_threshold)}
+    TIMING_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    for graph, file in ENGINE_FILES.items():
+        entry = export_tensorrt(bundle_dir, precision=precision, frame_size=frame_size,
+                                engine_name=file, graph=graph, timing_cache_path=TIMING_CACHE,
+                                calibration_frames=frames,
+                                calibration_inputs=boxes if graph == "pose" else None)
+        add_engine_to_bundle(bundle_dir, entry)
+
+
+def _write_parity(path: Path, report: ParityReport, det_iou: float,
+                  min_iou: float = MIN_DETECTOR_IOU) -> None:
     import json
     from dataclasses import asdict
 
     data = asdict(report)
     data["pose_reference"] = "DeepLabCut CPU crop (float resize) -> PyTorch model -> map back"
     data["detector_min_matched_iou"] = det_iou
-    data["detector_min_iou_required"] = MIN_DETECTOR_IOU
+    data["detector_min_iou_required"] = min_iou
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _manifest(cfg: dict, scorer: str, individuals: list[str], m: int,
               crop: tuple[int, int, float], max_detections: int, threshold: float, opset: int,
               max_batch: int, snapshot_path: Path, detector_snapshot: Path | None,
-              random_pose: bool) -> Manifest:
+              random_pose: bool, detector_input: dict) -> Manifest:
     metadata = cfg["metadata"]
     k = len(metadata["bodyparts"])
     predictor = cfg["model"]["heads"]["bodypart"]["predictor"]
@@ -462,7 +791,8 @@ def _manifest(cfg: dict, scorer: str, individuals: list[str], m: int,
         individuals=individuals, multi_animal=len(individuals) > 1,
         input=InputSpec(batch=BatchRange(1, 8, max_batch)),
         decoder={"type": "top_down", "crop": {"width": crop[0], "height": crop[1]},
-                 "bbox_margin": crop[2], "max_individuals": m,
+                 "detector_input": dict(detector_input),
+                 "crop_margin": crop[2], "max_individuals": m,
                  "box_score_threshold": float(threshold), "max_detections": max_detections,
                  "pose_predictor": dict(predictor)},
         graphs={

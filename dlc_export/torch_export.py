@@ -28,8 +28,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 METHODS = ("torchscript", "export")
 MIN_FRAME_SIZE = 32  # torch.export Dim lower bound for height/width
 MAX_FRAME_SIZE = 8192
+R = TypeVar("R")
 
 
 class HalfPrecisionPose(nn.Module):
@@ -93,8 +95,9 @@ def load_torch_artifact(path: str | Path, device: str | torch.device = "cpu") ->
         return torch.jit.load(str(path), map_location=device)
 
 
-def _save(module: nn.Module, example: torch.Tensor, tmp: Path, method: str,
+def _save(module: nn.Module, args: tuple[torch.Tensor, ...], tmp: Path, method: str,
           max_batch: int) -> None:
+    """Traces/exports ``module`` on ``args`` (frames first; further inputs share the batch)."""
     with torch.no_grad(), warnings.catch_warnings():
         # jit.trace's deprecation notice and tracer notes (shape checks inside GroupNorm) are
         # noise for users; the shape-change check after saving is what guards dynamic shapes.
@@ -104,15 +107,20 @@ def _save(module: nn.Module, example: torch.Tensor, tmp: Path, method: str,
         if method == "torchscript":
             # check_trace re-runs and compares; our own parity check below is stricter and
             # also covers a second shape, so skip the duplicate work.
-            traced = torch.jit.trace(module, (example,), check_trace=False)
+            traced = torch.jit.trace(module, args, check_trace=False)
             torch.jit.save(traced, str(tmp))
         else:
             from torch.export import Dim
 
+            if len(args) != 1:
+                # The top-down crop reads the frame size with torch._shape_as_tensor, which
+                # torch.export (2.13) cannot trace; those graphs are TorchScript only.
+                raise ExportError("torch.export covers one-input (frames) graphs only; use "
+                                  "method='torchscript'")
+            (example,) = args
             if example.shape[0] == 1:
                 # torch.export specialises a size-1 example dimension to the constant 1.
                 example = example.repeat(2, 1, 1, 1)
-
             dims = {0: Dim("batch", min=1, max=max(max_batch, int(example.shape[0]))),
                     1: Dim("height", min=MIN_FRAME_SIZE, max=MAX_FRAME_SIZE),
                     2: Dim("width", min=MIN_FRAME_SIZE, max=MAX_FRAME_SIZE)}
@@ -170,6 +178,32 @@ def export_torch_artifact(wrapper: nn.Module, example: torch.Tensor | np.ndarray
         copy.deepcopy(wrapper).eval().to(device_t)
     module = (HalfPrecisionPose(reference) if precision == "fp16" else reference).eval()
 
+    report = save_checked_artifact(
+        module, (example.to(device_t),), path,
+        lambda loaded: _check(reference, loaded, example, device_t, precision, method,
+                              tolerance_px),
+        method=method, device=device, max_batch=max_batch, what=f"({precision})")
+    log.info("torch artifact %s written (%s)", path, report.summary())
+    return report
+
+
+def save_checked_artifact(module: nn.Module, args: tuple[torch.Tensor, ...], path: str | Path,
+                          check: Callable[[Any], R], *, method: str = "torchscript",
+                          device: str = "cpu", max_batch: int = 64, what: str = "") -> R:
+    """Saves ``module`` traced on ``args`` to a temporary sibling of ``path``, reloads it the
+    way the runtime does, runs ``check(loaded)`` (which raises, e.g. :class:`ParityError`, to
+    refuse it) and only then renames it onto ``path``.
+
+    Args:
+        args: example inputs, frames first (the top-down pose graph also takes boxes).
+        what: words for the error message, e.g. "(fp16)".
+
+    Returns:
+        What ``check`` returned (a parity report).
+    """
+    if method not in METHODS:
+        raise ExportError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the suffix: torch.export.load wants ".pt2", and the loader picks the format by it.
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-",
@@ -178,18 +212,17 @@ def export_torch_artifact(wrapper: nn.Module, example: torch.Tensor | np.ndarray
     tmp = Path(tmp_name)
     try:
         try:
-            _save(module, example.to(device_t), tmp, method, max_batch)
-            loaded = load_torch_artifact(tmp, device_t)
+            _save(module, args, tmp, method, max_batch)
+            loaded = load_torch_artifact(tmp, device)
         except Exception as err:
-            raise ExportError(f"torch {method} export ({precision}) failed: "
+            raise ExportError(f"torch {method} export {what} failed: "
                               f"{type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
-        report = _check(reference, loaded, example, device_t, precision, method, tolerance_px)
+        result = check(loaded)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info("torch artifact %s written (%s)", path, report.summary())
-    return report
+    return result
 
 
 def _check(reference: nn.Module, loaded: Any, example: torch.Tensor, device: torch.device,
@@ -220,10 +253,11 @@ def _check(reference: nn.Module, loaded: Any, example: torch.Tensor, device: tor
     return report
 
 
-def torch_artifact_file(precision: str, method: str = "torchscript") -> str:
-    """File name inside the bundle: ``pose.fp16.torchscript.pt`` or ``pose.fp16.pt2``."""
-    return f"pose.{precision}.torchscript.pt" if method == "torchscript" \
-        else f"pose.{precision}{EXPORT_SUFFIX}"
+def torch_artifact_file(precision: str, method: str = "torchscript", graph: str = "pose") -> str:
+    """File name inside the bundle: ``pose.fp16.torchscript.pt`` or ``pose.fp16.pt2`` (top-down
+    bundles add ``detector.fp32.torchscript.pt``)."""
+    return f"{graph}.{precision}.torchscript.pt" if method == "torchscript" \
+        else f"{graph}.{precision}{EXPORT_SUFFIX}"
 
 
 def add_torch_artifact(bundle_dir: str | Path, wrapper: nn.Module,

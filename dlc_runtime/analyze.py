@@ -115,6 +115,7 @@ def analyze_video(
                           allow_truncated=allow_truncated)
     own_backend = not isinstance(backend, Backend)
     engine: Backend | None = None
+    pipeline = None
     try:
         options = dict(backend_options or {})
         graph = getattr(pipeline_class(bundle), "backend_graph", "pose")
@@ -139,6 +140,10 @@ def analyze_video(
         t1 = time.time()
     finally:
         video.close()
+        # A pipeline running several graphs (top-down) opened backends of its own.
+        close_pipeline = getattr(pipeline, "close", None)
+        if close_pipeline is not None:
+            close_pipeline()
         if own_backend and engine is not None:
             engine.close()
 
@@ -152,7 +157,9 @@ def analyze_video(
         iteration=bundle.manifest.source.get("iteration"),
         train_fraction=bundle.manifest.source.get("train_fraction"),
         extra={"dlc-deploy": {"version": _package_version(), "bundle": str(bundle.path),
-                              "backend": engine.name, "device": device,
+                              # A pipeline running several graphs names what ran each.
+                              "backend": getattr(pipeline, "backend_name", engine.name),
+                              "device": device,
                               "n_frames_metadata": video.n_frames}},
     )
     write_meta_pickle(paths.meta, meta)

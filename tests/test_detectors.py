@@ -33,6 +33,32 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@torch.no_grad()
+def calibrate_fasterrcnn_scores(model: FasterRCNN, images: torch.Tensor) -> None:
+    """Rescales the box classifier so that, on ``images``' proposals, the foreground-minus-
+    background logit has mean -1.5 and std 1.5: distinct scores, some above 0.1 (random
+    weights otherwise give near-equal scores, or all ~0)."""
+    seen = []
+    predictor = model.model.roi_heads.box_predictor
+    hook = predictor.register_forward_hook(lambda _m, args, _o: seen.append(args[0]))
+    model.eval()(images)
+    hook.remove()
+    fc = predictor.cls_score
+    direction = fc.weight[1] - fc.weight[0]
+    diff = seen[0].flatten(1) @ direction
+    gain = 1.5 / diff.std()
+    fc.weight[1] = fc.weight[0] + gain * direction
+    fc.bias[1] = fc.bias[0] - 1.5 - gain * diff.mean()
+
+
 # --- DeepLabCut snapshot layout ---------------------------------------------------------------
 
 @pytest.mark.parametrize("name, build", [
@@ -135,6 +161,62 @@ def test_fasterrcnn_forward_in_image_coordinates(variant):
         _check_detections(detections, 1, *size)
 
 
+@pytest.mark.parametrize("variant", ["fasterrcnn_mobilenet_v3_large_fpn",
+                                     "fasterrcnn_resnet50_fpn_v2"])
+def test_fasterrcnn_fixed_path_matches_forward(variant):
+    """The export path (fixed shapes, sizes from shape tensors) gives forward's detections."""
+    torch.manual_seed(0)
+    model = FasterRCNN(variant=variant, min_size=96, max_size=160, rpn_pre_nms_top_n_test=100,
+                       rpn_post_nms_top_n_test=16).eval()
+    _randomize(model)
+    calibrate_fasterrcnn_scores(model, torch.randn(2, 3, 60, 80))
+    for size in [(60, 80), (130, 90)]:
+        images = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            _, detections = model(images)
+        fixed = model.predict_fixed(images, max_detections=40)
+        padded = pad_detections(detections, 40)
+        assert fixed["boxes"].shape == (2, 40, 4)
+        assert bool((padded["scores"] > 0.1).any())
+        torch.testing.assert_close(fixed["scores"], padded["scores"])
+        torch.testing.assert_close(fixed["boxes"], padded["boxes"])
+        assert torch.equal(fixed["labels"], padded["labels"])
+
+
+def test_fixed_resize_size_matches_eager():
+    """The graph's integer resize arithmetic equals the float32 scale + floor of eager mode."""
+    from dlc_train.models.detectors.transform import DetectionTransform
+
+    gen = torch.Generator().manual_seed(0)
+    for min_size, max_size in [(800, 1333), (128, 213)]:
+        transform = DetectionTransform((0.0,) * 3, (1.0,) * 3, min_size, max_size)
+        sizes = torch.randint(16, 4000, (2000, 2), generator=gen).tolist() + [[96, 200]]
+        for h, w in sizes:
+            resized = transform.resized_size_fixed(torch.tensor([h, w]))
+            assert tuple(resized.tolist()) == transform.resized_size(h, w), (h, w)
+    _, resized = transform.forward_fixed(torch.zeros(1, 3, 96, 200))
+    assert resized.tolist() == [102, 213]  # 213 / 200 in float32 is just above 1.065
+
+
+def test_rpn_fixed_anchors_match():
+    gen = AnchorGenerator(((32, 64), (128,)), ((0.5, 1.0, 2.0),) * 2)
+    maps = [torch.zeros(1, 1, 6, 5), torch.zeros(1, 1, 3, 3)]
+    fixed = gen.forward_fixed(torch.tensor([48, 40]), maps)
+    torch.testing.assert_close(torch.cat(fixed), gen((48, 40), [(6, 5), (3, 3)]))
+
+
+def test_roi_align_fixed_matches_roi_align():
+    from dlc_train.models.detectors.roi_align import roi_align_fixed
+
+    gen = torch.Generator().manual_seed(0)
+    feat = torch.randn(2, 3, 9, 11, generator=gen)
+    boxes = torch.tensor([[[1.0, 2.0, 15.0, 12.0], [-3.0, -2.0, 6.0, 30.0]],
+                          [[20.0, 16.0, 21.0, 17.0], [0.0, 0.0, 22.0, 18.0]]])
+    out = roi_align_fixed(feat, boxes, 3, torch.tensor(0.5), 2)
+    rois = torch.cat((torch.tensor([0.0, 0, 1, 1])[:, None], boxes.reshape(-1, 4)), 1)
+    torch.testing.assert_close(out.reshape(4, 3, 3, 3), roi_align(feat, rois, 3, 0.5, 2))
+
+
 def test_ssdlite_anchor_count_at_320():
     model = SSDLite().eval()
     x = torch.zeros(1, 3, 320, 320)
@@ -207,6 +289,21 @@ def test_nms_chain_and_fixed_variant():
 
 
 # --- box coding -------------------------------------------------------------------------------
+
+def test_nms_ties_resolve_by_index_in_both_variants():
+    # Equal scores: the lower index ranks first, in the greedy and the fixed-shape NMS alike
+    # (the exported graph must not depend on a sort's tie order).
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.5], [30.0, 0, 40, 10],
+                          [0.0, 0.0, 10.0, 9.5]])
+    scores = torch.tensor([0.7, 0.7, 0.7, 0.2])
+    for perm in ([0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 1, 0]):
+        b, sc = boxes[perm], scores[perm]
+        first_of_pair = min(perm.index(0), perm.index(1))  # 0 and 1 overlap, equal scores
+        kept = nms(b, sc, 0.5).tolist()
+        assert sorted(kept) == sorted([first_of_pair, perm.index(2)])
+        mask = nms_mask_fixed(b[None], sc[None], 0.5, max_iterations=3)[0]
+        assert torch.where(mask)[0].tolist() == sorted(kept)
+
 
 def test_box_coder_round_trip():
     gen = torch.Generator().manual_seed(0)
@@ -309,6 +406,10 @@ def test_multiscale_roi_align_levels():
     out = pooler({"0": f0, "1": f1, "pool": f1}, boxes, [(256, 256)])
     assert out.shape == (2, 1, 2, 2)
     assert out[0].unique().tolist() == [1.0] and out[1].unique().tolist() == [2.0]
+    # The fixed-shape path pools the same levels (scales from the shapes).
+    fixed = pooler.forward_fixed({"0": f0, "1": f1, "pool": f1}, boxes[0][None],
+                                 torch.tensor([256, 256]))
+    torch.testing.assert_close(fixed, out)
 
 
 # --- training ---------------------------------------------------------------------------------

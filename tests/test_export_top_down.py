@@ -4,6 +4,8 @@ Random weights everywhere; frames are smoothed noise so heatmap peaks are not ti
 """
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,16 +23,24 @@ from dlc_export.detector import (
 from dlc_export.onnx_export import ExportError
 from dlc_export.tensorrt_ops import check_tensorrt_operators
 from dlc_export.top_down import (
+    TopDownCrop,
     TopDownPose,
     crop_settings,
     eager_top_down,
     export_pose_onnx,
     export_top_down_bundle,
+    pad_divisors,
     parity_boxes,
 )
-from dlc_train.config import make_pytorch_pose_config, read_config_as_dict, write_config
+from dlc_train.config import (
+    available_net_types,
+    make_pytorch_pose_config,
+    read_config_as_dict,
+    write_config,
+)
 from dlc_train.config.detectors import detector_config
-from dlc_train.models.loading import build_model_from_config
+from dlc_export.wrappers import NormalizeFrames
+from dlc_train.models.loading import build_model_from_config, build_model_from_snapshot
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c"],
            "individuals": ["m1", "m2"], "uniquebodyparts": [], "project_path": "/tmp/none"}
@@ -96,34 +106,55 @@ def _pose_config(net_type: str, crop: tuple[int, int]) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("net_type,crop", [
-    ("top_down_resnet_tiny", (64, 80)),   # non-square crop
-    ("top_down_hrnet_w32", (64, 64)),
-    ("rtmpose_s", (64, 64)),
-])
-def test_pose_graph_matches_eager_crop(tmp_path, net_type, crop):
-    cfg = _pose_config(net_type, crop)
-    torch.manual_seed(0)
-    model = build_model_from_config(cfg).eval()
+def _top_down_net_types() -> list[str]:
+    """Every net_type whose config is plain top-down (``method: td``; CTD has its own tests)."""
+    return [n for n in available_net_types()
+            if make_pytorch_pose_config(PROJECT, "/tmp/none/pytorch_config.yaml",
+                                        n).get("method") == "td"]
+
+
+TOP_DOWN_NET_TYPES = _top_down_net_types()
+#: One non-square crop keeps the aspect-ratio widening honest; the rest stay small and square.
+NON_SQUARE = {"top_down_resnet_tiny": (64, 80)}
+
+
+def test_every_top_down_architecture_is_covered():
+    expected = {f"top_down_{b}" for b in ("resnet_tiny", "resnet_18", "resnet_34", "resnet_50",
+                                          "resnet_101", "resnet_152", "hrnet_w18", "hrnet_w32",
+                                          "hrnet_w48", "cspnext_s", "cspnext_m", "cspnext_x")}
+    expected |= {"rtmpose_s", "rtmpose_m", "rtmpose_x"}
+    assert expected <= set(TOP_DOWN_NET_TYPES)
+
+
+def _quiet_locref(model) -> None:
+    """Untrained locref outputs are huge (1e6 px) and would turn float32 noise into pixels."""
     head = model.heads["bodypart"]
     if hasattr(head, "locref_head"):
-        # Untrained locref outputs are huge (1e6 px) and would turn float32 noise into pixels.
         with torch.no_grad():
             for p in head.locref_head.parameters():
                 p.mul_(1e-3)
+
+
+@pytest.mark.parametrize("net_type", TOP_DOWN_NET_TYPES)
+def test_pose_graph_matches_eager_crop(tmp_path, net_type):
+    """Every top-down architecture: the crop-inside graph vs DeepLabCut's CPU crop + model."""
+    crop = NON_SQUARE.get(net_type, (64, 64))
+    cfg = _pose_config(net_type, crop)
+    torch.manual_seed(0)
+    model = build_model_from_config(cfg).eval()
+    _quiet_locref(model)
     w, h, margin = crop_settings(cfg)
-    pad = (32, 32) if cfg["data"]["inference"].get("auto_padding") else (1, 1)
-    wrapper = TopDownPose(model, w, h, margin, pad).eval()
+    wrapper = TopDownPose(model, w, h, margin, pad_divisors(cfg)).eval()
     frames = textured_frames()
     boxes = parity_boxes(frames, 4)  # inside, across both corners, flat, tall
-    path = export_pose_onnx(wrapper, frames, boxes, tmp_path / "pose.onnx")
+    path = export_pose_onnx(wrapper, frames, boxes, tmp_path / "pose.onnx", simplify=False)
     check_tensorrt_operators(path)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(["keypoints"], {"images": frames, "boxes": boxes})[0]
     ref = eager_top_down(wrapper.pose, frames, boxes, w, h, margin)
-    assert got.shape == (2, 4, 3, 3)
+    assert got.shape == ref.shape == (2, 4, 3, 3)
     assert np.isfinite(ref).all()
     assert np.abs(got[..., :2] - ref[..., :2]).max() <= 0.5
     assert np.abs(got[..., 2] - ref[..., 2]).max() <= 1e-3
@@ -209,3 +240,312 @@ def test_config_without_detector_is_a_clear_error(td_project, tmp_path):
         export_top_down_bundle(tmp_path / "pytorch_config.yaml", train / "snapshot-005.pt",
                                tmp_path / "x.bundle", frames=textured_frames(),
                                random_detector=True)
+
+
+def test_input_size_is_refused_with_the_fixed_sizes(td_project, tmp_path):
+    from dlc_export import export_bundle
+
+    _, train = td_project
+    with pytest.raises(ExportError) as info:
+        export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                      tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
+                      input_size=(96, 128))
+    msg = str(info.value)
+    assert "\n" not in msg
+    # It names both fixed sizes and what input_size does for top-down models instead.
+    assert "pose network at the 64x64 crop (decoder.crop)" in msg
+    assert "detector at 320x320 (decoder.detector_input, resize: stretch)" in msg
+    assert "with --format tensorrt it sets the engines' frame size" in msg
+    with pytest.raises(ExportError, match="input_size .* and frame_size .* disagree"):
+        export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                      tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
+                      input_size=(96, 128), frame_size=(120, 160), tensorrt_precision="fp16")
+    assert not list(tmp_path.iterdir())
+
+
+# -- torch artifacts and the runtime's backends ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def td_torch_bundle(td_project, tmp_path_factory):
+    """A top-down bundle with fp32 torch artifacts of both graphs."""
+    _, train = td_project
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("td_torch") / "td.bundle"
+    result = export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                                    out, frames=textured_frames(4, 120, 160), simplify=False,
+                                    torch_precisions=("fp32",))
+    return result
+
+
+def test_torch_artifacts_are_checked_and_listed(td_torch_bundle):
+    from dlc_runtime.bundle import Bundle
+
+    folder = td_torch_bundle.bundle_dir
+    bundle = Bundle.load(folder)  # checks every listed file's sha256
+    graphs = bundle.manifest.graphs
+    assert graphs["detector_torch_fp32"].file == "detector.fp32.torchscript.pt"
+    assert graphs["pose_torch_fp32"].file == "pose.fp32.torchscript.pt"
+    for name, onnx_graph in (("detector_torch_fp32", "detector"), ("pose_torch_fp32", "pose")):
+        assert graphs[name].sha256
+        assert graphs[name].inputs == graphs[onnx_graph].inputs
+        assert graphs[name].outputs == graphs[onnx_graph].outputs
+    assert [t.name for t in graphs["pose_torch_fp32"].inputs] == ["images", "boxes"]
+    assert td_torch_bundle.manifest.graphs.keys() == graphs.keys()
+    report = __import__("json").loads((folder / "parity.torch_fp32.json").read_text())
+    assert report["passed"] and report["max_px"] <= 0.5
+    assert report["detector_min_matched_iou"] >= 0.99
+    assert bundle.manifest.decoder["detector_input"] == {"width": 320, "height": 320,
+                                                         "resize": "stretch"}
+    assert not list(folder.glob(".*"))
+
+
+def test_torch_backend_runs_both_graphs_like_onnxruntime(td_torch_bundle):
+    from dlc_runtime import BackendError, make_backend
+    from dlc_runtime.bundle import Bundle
+
+    bundle = Bundle.load(td_torch_bundle.bundle_dir)
+    for n, h, w in [(2, 120, 160), (3, 90, 130)]:  # another batch and frame size
+        frames = textured_frames(n, h, w, seed=h)
+        boxes = parity_boxes(frames, 2, seed=n)
+        with make_backend(bundle, "torch", graph="pose") as pt, \
+                make_backend(bundle, "onnxruntime", graph="pose") as ort:
+            a = pt.run(frames, boxes=boxes)["keypoints"]
+            b = ort.run(frames, boxes=boxes)["keypoints"]
+            assert a.shape == b.shape == (n, 2, len(bundle.bodyparts), 3)
+            assert np.abs(a[..., :2] - b[..., :2]).max() <= 0.5
+            assert np.abs(a[..., 2] - b[..., 2]).max() <= 1e-3
+            with pytest.raises(BackendError, match=r"inputs after the frames are \['boxes'\]"):
+                ort.run(frames)
+        with make_backend(bundle, "torch", graph="detector") as pt, \
+                make_backend(bundle, "onnxruntime", graph="detector") as ort:
+            a, b = pt.run(frames), ort.run(frames)
+            assert a["boxes"].shape == b["boxes"].shape and set(a) == {"boxes", "scores"}
+            assert matched_iou(b["boxes"], b["scores"], a["boxes"]) >= 0.99
+
+
+def test_pipeline_runs_both_graphs_on_the_backend_kind_it_is_given(td_torch_bundle):
+    from dlc_runtime import make_backend
+    from dlc_runtime.bundle import Bundle
+    from dlc_runtime.pipelines import make_pipeline
+
+    bundle = Bundle.load(td_torch_bundle.bundle_dir)
+    frames = textured_frames(3, 120, 160, seed=4)
+    results = {}
+    for kind in ("onnxruntime", "torch"):
+        with make_backend(bundle, kind, graph="detector") as detector:
+            pipeline = make_pipeline(bundle, detector)
+            assert pipeline.pose.made_with[:2] == (kind, "cpu")
+            assert pipeline.pose.made_with[2]["graph"] == "pose"
+            results[kind] = pipeline(frames).keypoints
+            pipeline.close()  # closes the pose backend it opened, not the detector's
+            assert pipeline._owned == []
+    # A backend made for the pose graph (make_backend's default) is not mistaken for the
+    # detector: the pipeline opens the detector beside it.
+    with make_backend(bundle, "onnxruntime") as pose_backend:
+        pipeline = make_pipeline(bundle, pose_backend)
+        assert pipeline.detector.made_with[2]["graph"] == "detector"
+        np.testing.assert_array_equal(pipeline(frames).keypoints, results["onnxruntime"])
+        pipeline.close()
+    a, b = results["onnxruntime"], results["torch"]
+    assert a.shape == b.shape == (3, 2, len(bundle.bodyparts), 3)
+    assert np.array_equal(np.isnan(a[..., 0]), np.isnan(b[..., 0]))
+    found = ~np.isnan(a[..., 0])
+    assert np.abs(a[found][:, :2] - b[found][:, :2]).max() <= 0.5
+
+
+def test_analyze_video_with_the_torch_backend(td_project, td_torch_bundle, tmp_path):
+    from dlc_runtime import analyze_video
+
+    proj, _ = td_project
+    bundle = td_torch_bundle.bundle_dir
+    ort = analyze_video(bundle, proj.video_path, tmp_path / "ort", batch_size=2, progress=False)
+    pt = analyze_video(bundle, proj.video_path, tmp_path / "pt", batch_size=2, progress=False,
+                       backend="torch")
+    a = pd.read_hdf(ort.h5_path).to_numpy().reshape(5, -1, 3)
+    b = pd.read_hdf(pt.h5_path).to_numpy().reshape(5, -1, 3)
+    assert (a[..., 2] > 0).any()  # some animals were found, so keypoints are compared
+    assert np.array_equal(np.isnan(a[..., 0]), np.isnan(b[..., 0]))  # same slots filled
+    found = ~np.isnan(a[..., 0])
+    assert np.abs(a[found][:, :2] - b[found][:, :2]).max() <= 0.5
+    assert np.abs(a[..., 2] - b[..., 2]).max() <= 1e-3
+    meta = pd.read_pickle(pt.meta_path)
+    assert meta["data"]["dlc-deploy"]["backend"] == "torch-cpu-fp32"
+
+
+def peaked_pose_snapshot(train, dest, frames: np.ndarray, steps: int = 40):
+    """A copy of the shuffle folder ``train`` whose pose snapshot has real heatmap peaks.
+
+    An untrained head's heatmaps are almost flat (range ~0.01): two cells can differ by 2e-7,
+    below fp16's resolution, so a half network may pick the other one (measured: 1 of 20
+    keypoints, 48 px away). That is a tie, not an export fault. A few Adam steps towards one
+    Gaussian per keypoint give peaks like a trained model's (measured: smallest top-two gap
+    0.28 vs a largest fp16 heatmap error of 0.002), so fp16 parity is decided by the export.
+    """
+    shutil.copytree(train, dest)
+    cfg = read_config_as_dict(dest / "pytorch_config.yaml")
+    model = build_model_from_snapshot(cfg, dest / "snapshot-005.pt")
+    crop_w, crop_h, margin = crop_settings(cfg)
+    boxes = torch.from_numpy(parity_boxes(frames, 2))
+    norm = NormalizeFrames()
+    crops, _, _ = TopDownCrop(crop_w, crop_h, margin)(
+        torch.from_numpy(frames).float().permute(0, 3, 1, 2), boxes)
+    crops = (crops - norm.mean) * norm.scale
+    torch.manual_seed(0)
+    with torch.no_grad():
+        n, k, h, w = model(crops)["bodypart"]["heatmap"].shape
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    cy, cx = torch.randint(1, h - 1, (k,)).float(), torch.randint(1, w - 1, (k,)).float()
+    target = torch.exp(-((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2) / 2)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        heatmaps = model(crops)["bodypart"]["heatmap"]
+        ((heatmaps - target.expand_as(heatmaps)) ** 2).mean().backward()
+        optimizer.step()
+    torch.save({"metadata": {"epoch": 5}, "model": model.state_dict()},
+               dest / "snapshot-005.pt")
+    return dest
+
+
+def test_fp16_pose_artifact_on_cpu(td_project, tmp_path):
+    """fp16 is the pose network's precision (the detector stays fp32), allowed on the CPU as
+    for bottom-up bundles; skips where this torch build has no half CPU kernels."""
+    from dlc_runtime import make_backend
+    from dlc_runtime.bundle import Bundle
+
+    frames = textured_frames(2, 120, 160)
+    train = peaked_pose_snapshot(td_project[1], tmp_path / "train", frames)
+    try:
+        result = export_top_down_bundle(train / "pytorch_config.yaml",
+                                        train / "snapshot-005.pt", tmp_path / "td.bundle",
+                                        frames=frames, simplify=False,
+                                        torch_precisions=("fp16",))
+    except Exception as err:
+        msg = str(err).lower()
+        if "not implemented" in msg or "notimplementederror" in msg:
+            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
+        raise
+    bundle = Bundle.load(result.bundle_dir)
+    assert {"detector_torch_fp32", "pose_torch_fp16"} <= set(bundle.manifest.graphs)
+    assert "pose_torch_fp32" not in bundle.manifest.graphs
+    boxes = parity_boxes(frames, 2)
+    with make_backend(bundle, "torch", graph="pose", precision="fp16") as half, \
+            make_backend(bundle, "torch", graph="detector", precision="fp16") as det, \
+            make_backend(bundle, "onnxruntime", graph="pose") as ort:
+        assert half.name == "torch-cpu-fp16" and det.name == "torch-cpu-fp32"
+        out = half.run(frames, boxes=boxes)["keypoints"]
+        assert out.dtype == np.float32
+        ref = ort.run(frames, boxes=boxes)["keypoints"]
+        assert np.abs(out[..., :2] - ref[..., :2]).max() <= 0.5
+        # The pipeline opens the pose graph with the detector backend's options (precision).
+        from dlc_runtime.pipelines import make_pipeline
+
+        pipeline = make_pipeline(bundle, det)
+        assert pipeline.backend_name == "torch-cpu-fp32 (detector), torch-cpu-fp16 (pose)"
+        pipeline.close()
+
+
+# -- TensorRT (the real engines need TensorRT and a GPU: skipped elsewhere, never a pass) ------
+
+def test_tensorrt_without_tensorrt_is_one_line_and_writes_nothing(td_project, td_torch_bundle,
+                                                                 tmp_path, monkeypatch):
+    import sys
+
+    from dlc_export.tensorrt_build import TENSORRT_MISSING
+    from dlc_runtime import BackendError, make_backend
+    from dlc_runtime.bundle import Bundle
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` -> ImportError
+    _, train = td_project
+    with pytest.raises(ExportError) as info:
+        export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                               tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
+                               simplify=False, tensorrt_precision="fp16")
+    assert str(info.value) == TENSORRT_MISSING  # said before any graph is exported
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ExportError, match="unknown torch precision 'int8'"):
+        export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                               tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
+                               torch_precisions=("int8",))
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(BackendError, match="no TensorRT engine for graph 'detector'"):
+        make_backend(Bundle.load(td_torch_bundle.bundle_dir), "tensorrt", device="cuda",
+                     graph="detector")
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tensorrt_engines_match_onnxruntime(td_project, tmp_path, precision):
+    pytest.importorskip("tensorrt")
+    from dlc_runtime import analyze_video
+    from dlc_runtime.bundle import Bundle
+
+    proj, train = td_project
+    frames = textured_frames(4, 120, 160)
+    result = export_top_down_bundle(
+        train / "pytorch_config.yaml", train / "snapshot-005.pt", tmp_path / "td.bundle",
+        frames=frames, tensorrt_precision=precision, input_size=(120, 160),
+        calibration_videos=(proj.video_path,) if precision == "int8" else (),
+        # int8 of random weights has no meaningful gate: it must build, run and report.
+        allow_parity_failure=precision == "int8")
+    report = __import__("json").loads(
+        (result.bundle_dir / f"parity.tensorrt_{precision}.json").read_text())
+    assert report["backend"] == f"tensorrt-{precision}"
+    assert report["passed"] or precision == "int8"
+    engines = {e["graph"]: e for e in Bundle.load(result.bundle_dir).manifest.engines}
+    assert engines["detector"]["file"] == "detector.engine"
+    assert engines["pose"]["file"] == "pose.engine"
+    profile = engines["pose"]["profiles"][0]
+    assert profile["max"][1:] == [120, 160, 3]
+    assert profile["extra_inputs"]["boxes"]["max"] == [profile["max"][0], 2, 4]
+    assert all(e["precision"] == precision and e["compute_capability"] for e in
+               engines.values())
+    ort = analyze_video(result.bundle_dir, proj.video_path, tmp_path / "ort", batch_size=2,
+                        progress=False)
+    trt = analyze_video(result.bundle_dir, proj.video_path, tmp_path / "trt", batch_size=2,
+                        progress=False, backend="tensorrt", device="cuda")
+    a = pd.read_hdf(ort.h5_path).to_numpy().reshape(5, -1, 3)
+    b = pd.read_hdf(trt.h5_path).to_numpy().reshape(5, -1, 3)
+    assert b.shape == a.shape and np.isfinite(b[..., 2]).all()
+    if precision == "fp32":  # int8 of random weights is only checked to build and run
+        assert np.array_equal(np.isnan(a[..., 0]), np.isnan(b[..., 0]))
+        found = ~np.isnan(a[..., 0])
+        assert np.abs(a[found][:, :2] - b[found][:, :2]).max() <= 0.5
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_torch_artifacts_match_onnxruntime(td_project, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch")
+    from dlc_runtime import analyze_video
+
+    proj, train = td_project
+    result = export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                                    tmp_path / "td.bundle", frames=textured_frames(4, 120, 160),
+                                    torch_precisions=("fp16",), device="cuda")
+    ort = analyze_video(result.bundle_dir, proj.video_path, tmp_path / "ort", batch_size=2,
+                        progress=False)
+    pt = analyze_video(result.bundle_dir, proj.video_path, tmp_path / "pt", batch_size=2,
+                       progress=False, backend="torch", device="cuda")
+    assert pd.read_pickle(pt.meta_path)["data"]["dlc-deploy"]["backend"] == \
+        "torch-cuda-fp32 (detector), torch-cuda-fp16 (pose)"
+    a = pd.read_hdf(ort.h5_path).to_numpy().reshape(5, -1, 3)
+    b = pd.read_hdf(pt.h5_path).to_numpy().reshape(5, -1, 3)
+    assert np.array_equal(np.isnan(a[..., 0]), np.isnan(b[..., 0]))
+    found = ~np.isnan(a[..., 0])
+    assert np.abs(a[found][:, :2] - b[found][:, :2]).max() <= 0.5
+
+
+def test_crop_margin_comes_from_top_down_crop_not_bbox_margin():
+    """DeepLabCut's inference runner widens detector boxes by top_down_crop.margin (default 0);
+    data.bbox_margin only makes boxes from keypoints."""
+    cfg = _pose_config("top_down_resnet_tiny", (64, 80))
+    cfg["data"]["bbox_margin"] = 20
+    assert crop_settings(cfg) == (64, 80, 0.0)
+    cfg["data"]["inference"]["top_down_crop"]["margin"] = 7
+    assert crop_settings(cfg) == (64, 80, 7.0)
+    cfg["data"]["inference"]["top_down_crop"]["crop_with_context"] = False
+    with pytest.raises(ExportError, match="crop_with_context: false is not supported"):
+        crop_settings(cfg)

@@ -286,6 +286,68 @@ def test_add_engine_to_bundle_round_trips(tmp_path):
     assert engines[0]["profiles"][0]["max"] == [16, 64, 64, 3]
 
 
+def _two_input_manifest(tmp_path, m: int = 3):
+    """A toy bundle's manifest given a top-down-like pose graph: frames + boxes (B, M, 4)."""
+    from dlc_runtime.bundle import GraphSpec, TensorSpec
+
+    manifest = Bundle.load(make_toy_bundle(tmp_path / "td.bundle", batch=(1, 4, 16))).manifest
+    frames = TensorSpec("images", "uint8", ["batch", "height", "width", 3])
+    manifest.graphs["pose"] = GraphSpec(
+        file="pose.onnx", opset=17, inputs=[frames, TensorSpec("boxes", "float32",
+                                                               ["batch", m, 4])],
+        outputs=[TensorSpec("keypoints", "float32", ["batch", m, 2, 3])])
+    manifest.graphs["detector"] = GraphSpec(
+        file="detector.onnx", opset=17, inputs=[frames],
+        outputs=[TensorSpec("boxes", "float32", ["batch", 32, 4]),
+                 TensorSpec("scores", "float32", ["batch", 32])])
+    return manifest
+
+
+def test_two_input_graph_profiles(tmp_path):
+    manifest = _two_input_manifest(tmp_path)
+    pose = default_profiles(manifest, (48, 64), graph="pose")[0]
+    assert pose["max"] == (16, 48, 64, 3)
+    # The boxes follow the frames' batch range; M and 4 are fixed.
+    assert pose["extra_inputs"] == {"boxes": {"min": (1, 3, 4), "opt": (4, 3, 4),
+                                              "max": (16, 3, 4)}}
+    assert "extra_inputs" not in default_profiles(manifest, (48, 64), graph="detector")[0]
+    with pytest.raises(TensorRTBuildError, match="batch sizes must be the frames'"):
+        normalize_profiles([{**pose, "extra_inputs": {"boxes": {
+            "min": (1, 3, 4), "opt": (2, 3, 4), "max": (16, 3, 4)}}}])
+    with pytest.raises(TensorRTBuildError, match="min <= opt <= max"):
+        normalize_profiles([{**pose, "extra_inputs": {"boxes": {
+            "min": (1, 3, 4), "opt": (4, 2, 4), "max": (16, 1, 4)}}}])
+    from dlc_export.tensorrt_build import extra_input_profile
+    from dlc_runtime.bundle import TensorSpec
+
+    with pytest.raises(TensorRTBuildError, match="only its batch may vary"):
+        extra_input_profile([TensorSpec("boxes", "float32", ["batch", "m", 4])], pose)
+
+
+def test_engine_fingerprints_of_both_top_down_graphs(tmp_path, monkeypatch):
+    """What add_top_down_engines records: one entry per graph, the pose one with the boxes'
+    profile; the runtime picks each graph's engine. (The machine query is faked: no GPU.)"""
+    from dlc_export.tensorrt_build import engine_fingerprint
+
+    machine = {k: A100[k] for k in ("tensorrt_version", "gpu_name", "compute_capability")}
+    monkeypatch.setattr(trt_backend, "machine_fingerprint", lambda index=0: dict(machine))
+    manifest = _two_input_manifest(tmp_path)
+    bundle_dir = make_toy_bundle(tmp_path / "toy.bundle")
+    for graph, file in (("detector", "detector.engine"), ("pose", "pose.engine")):
+        profiles = default_profiles(manifest, (48, 64), graph=graph)
+        add_engine_to_bundle(bundle_dir, {"file": file, "graph": graph,
+                                          **engine_fingerprint("fp16", profiles)})
+    engines = Bundle.load(bundle_dir).manifest.engines  # written to YAML and read back
+    assert [e["graph"] for e in engines] == ["detector", "pose"]
+    pose = trt_backend.select_engine(engines, machine, "pose")[0]
+    assert pose["file"] == "pose.engine"
+    assert pose["profiles"][0]["extra_inputs"]["boxes"]["max"] == [16, 3, 4]
+    assert trt_backend.profile_for(pose, (4, 48, 64, 3)) == 0
+    detector = trt_backend.select_engine(engines, machine, "detector")[0]
+    assert detector["file"] == "detector.engine" and "extra_inputs" not in \
+        detector["profiles"][0]
+
+
 # ----------------------------------------------------------------------------------------------
 # TensorRT absent: clear errors (forced absent, so this also runs where TensorRT is installed)
 # ----------------------------------------------------------------------------------------------

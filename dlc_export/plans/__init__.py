@@ -35,8 +35,6 @@ def check_plan(cfg: dict, where: Path) -> None:
         raise ExportError(f"{where}: no export plan for a bottom-up model whose bodypart "
                           f"predictor is {kind or 'missing'!r} (supported: "
                           f"{', '.join(sorted(PLANS))})")
-    if kind == "PartAffinityFieldPredictor":
-        paf.check_backbone(cfg, where)
 
 
 def make_plan(cfg: dict, model: PoseModel, where: Path) -> ExportPlan:

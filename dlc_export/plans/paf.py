@@ -1,8 +1,9 @@
-"""Bottom-up multi-animal PAF models (resnet_* on multi-animal projects, dlcrnet_*).
+"""Bottom-up multi-animal PAF models (plain backbones on multi-animal projects, dlcrnet_*).
 
 The graph holds the PAF predictor's tensor half (peak NMS, top-k, locref, line-integral
 affinities, fixed shapes); the runtime's ``bottom_up_paf`` pipeline assembles animals on the
-host with the decoder parameters recorded here.
+host with the decoder parameters recorded here. ``dlcrnet_stride32_ms5``'s antialiased
+downscaling exports as two matmuls (``dlc_train.models.resize``), at any frame size.
 """
 from __future__ import annotations
 
@@ -15,20 +16,7 @@ from dlc_runtime.bundle import TensorSpec
 from dlc_train.models.model import PoseModel
 
 
-def check_backbone(cfg: dict, where: Path) -> None:
-    backbone = cfg["model"].get("backbone") or {}
-    if backbone.get("type") == "DLCRNet" and int(backbone.get("output_stride", 32)) == 32:
-        # Its multi-scale fusion downsamples with an antialiased bilinear resize
-        # (aten::_upsample_bilinear2d_aa), which the opset-17 ONNX exporter cannot express
-        # (measured: UnsupportedOperatorError). Refused up front, before a long trace fails.
-        raise ExportError(f"{where}: dlcrnet_stride32_ms5 cannot be exported: its multi-scale "
-                          "fusion downsamples with an antialiased bilinear resize, which has no "
-                          "ONNX opset-17 operator; use dlcrnet_stride16_ms5 (which only "
-                          "upsamples) or another architecture")
-
-
 def build(cfg: dict, model: PoseModel, where: Path) -> ExportPlan:
-    check_backbone(cfg, where)
     bodyparts, unique, individuals = metadata_names(cfg)
     predictor = model.heads["bodypart"].predictor
     if predictor.num_uniquebodyparts:

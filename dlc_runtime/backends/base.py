@@ -1,7 +1,11 @@
-"""The backend interface: uint8 NHWC frames in, named numpy arrays out.
+"""The backend interface: uint8 NHWC frames (plus a graph's further named inputs) in, named numpy
+arrays out.
 
 A backend only runs a graph. Everything before (decode) and after (writing, tracking) lives in the
 pipeline, so a new backend (TensorRT, torch) is one file plus one ``register_backend`` line.
+Most graphs take the frames only; the top-down pose graph also takes ``boxes``, passed by name:
+``backend.run(images, boxes=boxes)``. A pipeline that runs several graphs of one bundle opens the
+others with :meth:`Backend.open_graph` (same backend kind, device and options).
 """
 
 from __future__ import annotations
@@ -24,16 +28,37 @@ class Backend(abc.ABC):
     #: short name, e.g. "onnxruntime-cpu"; recorded in result metadata.
     name: str = "backend"
 
+    #: what :func:`make_backend` made this backend from: (backend name, device, options);
+    #: None for a backend constructed directly.
+    made_with: tuple[str, str, dict[str, Any]] | None = None
+    #: factory options that name one graph's file, dropped by :meth:`open_graph`.
+    graph_options: tuple[str, ...] = ("graph",)
+
     @abc.abstractmethod
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, images: np.ndarray, **extra_inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Run the graph.
 
         Args:
             images: uint8 array (B, H, W, 3), RGB, C-contiguous.
+            extra_inputs: the graph's further inputs by name, batch first (the top-down pose
+                graph's ``boxes``, float32 (B, M, 4)); none for one-input graphs.
 
         Returns:
             Output name -> array with the batch dimension first.
         """
+
+    def open_graph(self, bundle: Bundle, graph: str) -> Backend:
+        """A backend of the same kind, device and options for another graph of ``bundle``.
+
+        The caller owns (closes) it. A backend not made by :func:`make_backend` falls back to
+        onnxruntime on the device its name says (``...-cuda`` or CPU).
+        """
+        if self.made_with is None:
+            device = "cuda" if "cuda" in self.name else "cpu"
+            return make_backend(bundle, "onnxruntime", device, graph=graph)
+        kind, device, options = self.made_with
+        options = {k: v for k, v in options.items() if k not in self.graph_options}
+        return make_backend(bundle, kind, device, graph=graph, **options)
 
     def close(self) -> None:
         """Release device memory / sessions. Safe to call twice."""
@@ -79,4 +104,31 @@ def make_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cp
     except KeyError:
         raise BackendError(f"unknown backend {backend!r}; available: "
                            f"{', '.join(sorted(BACKENDS)) or 'none'}") from None
-    return factory(bundle, device=device, **options)
+    made = factory(bundle, device=device, **options)
+    made.made_with = (backend, device, dict(options))
+    return made
+
+
+def check_inputs(input_names: list[str], images: np.ndarray,
+                 extra_inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feed of a graph whose inputs are ``input_names`` (frames first): checks the frames'
+    dtype and layout, that ``extra_inputs`` name exactly the other inputs and share the batch.
+
+    Returns:
+        input name -> C-contiguous array.
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise BackendError(f"backend expects uint8 (B, H, W, 3) frames, got "
+                           f"{images.dtype} {images.shape}")
+    wanted = list(input_names[1:])
+    if sorted(extra_inputs) != sorted(wanted):
+        raise BackendError(f"the graph's inputs after the frames are {wanted or 'none'}, got "
+                           f"{sorted(extra_inputs) or 'none'}")
+    feed = {input_names[0]: np.ascontiguousarray(images)}
+    for name in wanted:
+        value = np.asarray(extra_inputs[name])
+        if value.ndim == 0 or len(value) != len(images):
+            raise BackendError(f"input '{name}' has shape {value.shape}; its first axis must be "
+                               f"the batch ({len(images)} frames)")
+        feed[name] = np.ascontiguousarray(value)
+    return feed

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from dlc_runtime.backends.base import Backend, register_backend
+from dlc_runtime.backends.base import Backend, check_inputs, register_backend
 from dlc_runtime.errors import BackendError
 
 if TYPE_CHECKING:
@@ -65,23 +65,18 @@ class OnnxRuntimeBackend(Backend):
                 "missing or mismatched; see the onnxruntime log above); fix the CUDA install "
                 "or use device='cpu'")
 
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise BackendError(f"{model_path}: expected one input (uint8 images), found "
-                               f"{[i.name for i in inputs]}; re-export the bundle")
-        self.input_name = inputs[0].name
+        # Frames first; further inputs (the top-down pose graph's boxes) are passed by name.
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_name = self.input_names[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime-{kind}"
         # TODO(perf): on CUDA, use IO binding (session.io_binding()) with pinned host buffers and
         # device-resident outputs reused across batches, to overlap upload with compute and avoid
         # per-call allocations. Plain run() is correct and is what the CPU path wants anyway.
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise BackendError(f"backend expects uint8 (B, H, W, 3) frames, got "
-                               f"{images.dtype} {images.shape}")
-        images = np.ascontiguousarray(images)
-        outputs = self.session.run(self.output_names, {self.input_name: images})
+    def run(self, images: np.ndarray, **extra_inputs: np.ndarray) -> dict[str, np.ndarray]:
+        feed = check_inputs(self.input_names, images, extra_inputs)
+        outputs = self.session.run(self.output_names, feed)
         return dict(zip(self.output_names, outputs))
 
     def close(self) -> None:

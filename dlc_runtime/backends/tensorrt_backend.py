@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlc_runtime.backends.base import Backend, register_backend
+from dlc_runtime.backends.base import Backend, check_inputs, register_backend
 from dlc_runtime.errors import BackendError
 
 if TYPE_CHECKING:
@@ -282,14 +282,18 @@ class _Tensor:
 
 
 class TensorRTBackend(Backend):
-    """Runs one TensorRT engine.
+    """Runs one TensorRT engine: uint8 frames plus, for a top-down ``pose.engine``, the
+    further inputs (``boxes``) by name.
 
     Args:
-        engine_path: the serialized engine (``pose.engine``).
+        engine_path: the serialized engine (``pose.engine``, ``detector.engine``).
         entry: its manifest entry (fingerprint, profiles, sha256); checked before loading.
         device: "cuda" or "cuda:N".
         machine: this machine's fingerprint (default: queried); tests pass one in.
     """
+
+    #: ``engine`` names one graph's file: a sibling for another graph picks its own.
+    graph_options = ("graph", "engine")
 
     def __init__(self, engine_path: str | os.PathLike[str], entry: dict[str, Any],
                  device: str = "cuda", machine: dict[str, Any] | None = None) -> None:
@@ -327,11 +331,16 @@ class TensorRTBackend(Backend):
         self._v3 = hasattr(self.context, "execute_async_v3")
         self.tensors = self._list_tensors()
         inputs = [t for t in self.tensors if t.is_input]
-        if len(inputs) != 1:
-            raise BackendError(f"{engine_path}: expected one input (uint8 images), found "
-                               f"{[t.name for t in inputs]}; {REBUILD_HINT}")
-        self.input = inputs[0]
+        frames = [t for t in inputs if t.dtype == np.uint8]
+        if len(frames) != 1:
+            raise BackendError(f"{engine_path}: expected one uint8 frames input, found inputs "
+                               f"{[(t.name, str(t.dtype)) for t in inputs]}; {REBUILD_HINT}")
+        self.input = frames[0]
+        # Frames first, then the further inputs (top-down pose engines take boxes), by name.
+        self.inputs = [self.input, *(t for t in inputs if t is not self.input)]
+        self.input_names = [t.name for t in self.inputs]
         self.outputs = [t for t in self.tensors if not t.is_input]
+        self.output_names = [t.name for t in self.outputs]
         self._device = {t.name: DeviceBuffer() for t in self.tensors}
         self._host = {t.name: PinnedBuffer() for t in self.tensors}
         self.max_batch = max((int(p["max"][0]) for p in entry.get("profiles") or []
@@ -353,46 +362,51 @@ class TensorRTBackend(Backend):
                                        engine.binding_is_input(i), i))
         return tensors
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise BackendError(f"backend expects uint8 (B, H, W, 3) frames, got "
-                               f"{images.dtype} {images.shape}")
+    def run(self, images: np.ndarray, **extra_inputs: np.ndarray) -> dict[str, np.ndarray]:
+        feed = check_inputs(self.input_names, images, extra_inputs)
         step = self.max_batch or len(images)
         # A batch larger than the engine's profile is run in chunks rather than refused: the
         # pipeline's batch size is a throughput knob, the profile a build-time limit.
-        chunks = [self._run(np.ascontiguousarray(images[i:i + step]))
+        chunks = [self._run({name: np.ascontiguousarray(a[i:i + step])
+                             for name, a in feed.items()})
                   for i in range(0, len(images), step)]
         if len(chunks) == 1:
             return chunks[0]
         return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
-    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rt = cuda_runtime()
-        shape = tuple(images.shape)
+        shape = tuple(feed[self.input.name].shape)
         if self.entry.get("profiles") and profile_for(self.entry, shape) is None:
             ranges = ", ".join(f"{p['min']} to {p['max']}" for p in self.entry["profiles"])
             raise BackendError(f"frames {shape} are outside the engine's profile(s) ({ranges}); "
                                "rebuild with `dlc export --format tensorrt` for this frame size")
-        if self._v3:
-            ok = self.context.set_input_shape(self.input.name, shape)
+        # The engine's own dtypes (boxes are float32), whatever the caller's arrays are.
+        feed = {t.name: np.ascontiguousarray(feed[t.name], dtype=t.dtype) for t in self.inputs}
+        for t in self.inputs:
+            in_shape = tuple(feed[t.name].shape)
+            ok = self.context.set_input_shape(t.name, in_shape) if self._v3 else \
+                self.context.set_binding_shape(t.index, in_shape)
             if ok is False:
-                raise BackendError(f"TensorRT refused input shape {shape} for this engine; "
-                                   f"{REBUILD_HINT} for this frame size")
+                raise BackendError(f"TensorRT refused shape {in_shape} for input '{t.name}' of "
+                                   f"this engine; {REBUILD_HINT} for this frame size")
+        if self._v3:
             out_shapes = {t.name: tuple(self.context.get_tensor_shape(t.name))
                           for t in self.outputs}
         else:
-            self.context.set_binding_shape(self.input.index, shape)
             out_shapes = {t.name: tuple(self.context.get_binding_shape(t.index))
                           for t in self.outputs}
         kind_h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         kind_d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
 
-        host_in = self._host[self.input.name].view(shape, np.uint8)
-        np.copyto(host_in, images)
-        d_in = self._device[self.input.name].ensure(images.nbytes)
-        cuda_call(rt.cudaMemcpyAsync(d_in, host_in.ctypes.data, images.nbytes, kind_h2d,
-                                     self.stream), "upload")
-        addresses = {self.input.name: d_in}
+        addresses = {}
+        for t in self.inputs:
+            data = feed[t.name]
+            host_in = self._host[t.name].view(data.shape, t.dtype)
+            np.copyto(host_in, data)
+            addresses[t.name] = self._device[t.name].ensure(data.nbytes)
+            cuda_call(rt.cudaMemcpyAsync(addresses[t.name], host_in.ctypes.data, data.nbytes,
+                                         kind_h2d, self.stream), f"upload of {t.name}")
         for t in self.outputs:
             nbytes = int(np.prod(out_shapes[t.name])) * t.dtype.itemsize
             addresses[t.name] = self._device[t.name].ensure(nbytes)

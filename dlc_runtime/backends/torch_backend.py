@@ -1,8 +1,9 @@
 """PyTorch backend: runs a bundle's torch artifact (TorchScript ``.pt`` or exported ``.pt2``).
 
-For GPUs without TensorRT. The artifact is the same wrapped model as ``pose.onnx`` (uint8 NHWC
-frames in, keypoints out), saved by ``dlc_export.torch_export``; loading it needs torch only, never
-``dlc_train`` or ``dlc_export``.
+For GPUs without TensorRT. The artifact is the same wrapped model as its ONNX graph (uint8 NHWC
+frames in, the manifest's outputs out; a top-down bundle's detector and two-input pose graph
+alike), saved by ``dlc_export.torch_export``; loading it needs torch only, never ``dlc_train`` or
+``dlc_export``.
 
 torch is imported inside :func:`_import_torch`, i.e. only when this backend is created: importing
 ``dlc_runtime`` (which registers the factory below) and the onnxruntime / TensorRT paths stay free
@@ -18,31 +19,34 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlc_runtime.backends.base import Backend, register_backend
+from dlc_runtime.backends.base import Backend, check_inputs, register_backend
 from dlc_runtime.errors import BackendError
 
 if TYPE_CHECKING:
     from dlc_runtime.bundle import Bundle
 
-#: Manifest graph names of torch artifacts: ``pose_torch_fp32``, ``pose_torch_fp16``.
-TORCH_GRAPH_PREFIX = "pose_torch_"
+#: Manifest graph names of torch artifacts: ``<graph>_torch_<precision>``, e.g.
+#: ``pose_torch_fp32``, ``pose_torch_fp16``; top-down bundles add ``detector_torch_fp32``.
+TORCH_GRAPH_INFIX = "_torch_"
+TORCH_GRAPH_PREFIX = "pose" + TORCH_GRAPH_INFIX
 PRECISIONS = ("fp32", "fp16")
 #: File suffix of ``torch.export`` programs; anything else is loaded as TorchScript.
 EXPORT_SUFFIX = ".pt2"
 NO_ARTIFACT_HINT = "this bundle has no torch artifact: re-export with --format torch"
 
 
-def torch_graph_name(precision: str) -> str:
-    """The manifest graph name of the torch artifact of ``precision`` ("fp32" or "fp16")."""
+def torch_graph_name(precision: str, graph: str = "pose") -> str:
+    """The manifest name of ``graph``'s torch artifact of ``precision`` ("fp32" or "fp16")."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    return f"{TORCH_GRAPH_PREFIX}{precision}"
+    return f"{graph}{TORCH_GRAPH_INFIX}{precision}"
 
 
-def torch_graphs(bundle: Bundle) -> dict[str, str]:
-    """precision -> graph name, for the torch artifacts the bundle's manifest lists."""
-    return {name[len(TORCH_GRAPH_PREFIX):]: name for name in bundle.manifest.graphs
-            if name.startswith(TORCH_GRAPH_PREFIX)}
+def torch_graphs(bundle: Bundle, graph: str = "pose") -> dict[str, str]:
+    """precision -> manifest graph name, for the torch artifacts of ``graph`` in the bundle."""
+    prefix = f"{graph}{TORCH_GRAPH_INFIX}"
+    return {name[len(prefix):]: name for name in bundle.manifest.graphs
+            if name.startswith(prefix)}
 
 
 def _import_torch() -> Any:
@@ -54,17 +58,25 @@ def _import_torch() -> Any:
                            f"({exc}); install torch or use backend='onnxruntime'") from exc
 
 
-def _pick_graph(bundle: Bundle, kind: str, precision: str | None, graph: str | None) -> str:
-    """The graph to run: ``graph`` if given, else the artifact of ``precision``, else the best
-    one for the device (fp16 on CUDA, where it is faster; fp32 on CPU, where half is slow)."""
+def _pick_graph(bundle: Bundle, kind: str, precision: str | None, graph: str) -> str:
+    """The manifest graph to run for ``graph``.
+
+    ``graph`` is either a torch artifact's own name (``pose_torch_fp16``) or the graph it
+    stands for (``pose``, ``detector``); then the artifact of ``precision`` is taken, else the
+    best one for the device (fp16 on CUDA, where it is faster; fp32 on CPU, where half is slow).
+    A graph with a single artifact (top-down detectors are exported in fp32 only) runs it
+    whatever the precision asked: ``precision`` chooses between artifacts, it never converts.
+    """
     where = f"{bundle.path}"
-    available = torch_graphs(bundle)
-    if graph is not None:
+    if TORCH_GRAPH_INFIX in graph:
         bundle.graph(graph)  # BundleError naming the graphs the bundle has
         return graph
+    available = torch_graphs(bundle, graph)
     if not available:
         raise BackendError(f"{where}: {NO_ARTIFACT_HINT} (graphs: "
                            f"{', '.join(bundle.manifest.graphs)})")
+    if len(available) == 1 and graph != "pose":
+        return next(iter(available.values()))
     if precision is not None:
         if precision not in available:
             raise BackendError(
@@ -83,10 +95,14 @@ class TorchBackend(Backend):
         device: "cpu", "cuda" or "cuda:N".
         threads: torch intra-op threads (process-wide setting; None leaves it alone).
         label: precision recorded in :attr:`name` (e.g. "fp16").
+        input_names: the artifact's inputs in call order, frames first (the top-down pose
+            graph's are ``images``, ``boxes``).
+        output_names: names of the outputs it returns, in order.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
-                 label: str = "") -> None:
+                 label: str = "", input_names: tuple[str, ...] = ("images",),
+                 output_names: tuple[str, ...] = ("keypoints",)) -> None:
         torch = self._torch = _import_torch()
         kind, _, index = device.partition(":")
         if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
@@ -113,6 +129,8 @@ class TorchBackend(Backend):
             raise BackendError(f"torch cannot load {self.path}: {first}; re-export the bundle "
                                "with --format torch, or check the torch version") from exc
         self.module = module
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
         self.name = f"torch-{kind}" + (f"-{label}" if label else "")
         # One pinned host buffer reused across batches of the same shape: pinning per call
         # would cost a page-locked allocation each time. Reuse is safe because run() blocks on
@@ -129,16 +147,21 @@ class TorchBackend(Backend):
         self._pinned.copy_(host)
         return self._pinned.to(self.device, non_blocking=True)
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise BackendError(f"backend expects uint8 (B, H, W, 3) frames, got "
-                               f"{images.dtype} {images.shape}")
-        images = np.ascontiguousarray(images)
-        with self._torch.inference_mode():
-            keypoints = self.module(self._to_device(images))
+    def run(self, images: np.ndarray, **extra_inputs: np.ndarray) -> dict[str, np.ndarray]:
+        feed = check_inputs(self.input_names, images, extra_inputs)
+        torch = self._torch
+        with torch.inference_mode():
+            args = [self._to_device(feed[self.input_names[0]])]
+            # Further inputs (boxes) are small: a plain copy, no pinned buffer.
+            args += [torch.from_numpy(feed[name]).to(self.device) for name in self.input_names[1:]]
+            out = self.module(*args)
+            outputs = out if isinstance(out, (tuple, list)) else (out,)
+            if len(outputs) != len(self.output_names):
+                raise BackendError(f"{self.path} returned {len(outputs)} outputs, the manifest "
+                                   f"lists {self.output_names}; re-export the bundle")
             # .cpu() synchronises with the stream, so the pinned buffer is free again after it.
-            out = keypoints.to(dtype=self._torch.float32).cpu().numpy()
-        return {"keypoints": out}
+            return {name: (t.to(dtype=torch.float32) if t.is_floating_point() else t).cpu()
+                    .numpy() for name, t in zip(self.output_names, outputs)}
 
     def close(self) -> None:
         self.module = None
@@ -149,11 +172,15 @@ class TorchBackend(Backend):
 
 @register_backend("torch")
 def _make_torch(bundle: Bundle, device: str = "cpu", precision: str | None = None,
-                graph: str | None = None, threads: int | None = None) -> TorchBackend:
-    """Factory: the bundle's torch artifact of ``precision`` (default: best for ``device``)."""
+                graph: str = "pose", threads: int | None = None) -> TorchBackend:
+    """Factory: the torch artifact of ``graph`` (``pose``, ``detector`` or an artifact's own
+    manifest name) of ``precision`` (default: best for ``device``)."""
     if precision is not None and precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     kind = device.partition(":")[0]
-    name = _pick_graph(bundle, kind, precision, graph)
-    label = name[len(TORCH_GRAPH_PREFIX):] if name.startswith(TORCH_GRAPH_PREFIX) else name
-    return TorchBackend(bundle.graph_path(name), device=device, threads=threads, label=label)
+    name = _pick_graph(bundle, kind, precision, graph or "pose")
+    label = name.partition(TORCH_GRAPH_INFIX)[2] or name
+    spec = bundle.graph(name)
+    return TorchBackend(bundle.graph_path(name), device=device, threads=threads, label=label,
+                        input_names=tuple(t.name for t in spec.inputs) or ("images",),
+                        output_names=tuple(t.name for t in spec.outputs) or ("keypoints",))

@@ -3,16 +3,17 @@
 Per batch: the detector graph returns fixed-size boxes and scores (best first); the host keeps
 the top ``max_individuals`` boxes above the manifest's score threshold; the pose graph takes the
 frames and those boxes and returns keypoints in frame coordinates. Empty slots come back as NaN
-with likelihood 0, the DeepLabCut convention for a missing individual. numpy + onnxruntime only.
+with likelihood 0, the DeepLabCut convention for a missing individual.
 
-Why the pipeline opens its own onnxruntime sessions: the pose graph has two inputs (frames and
-boxes), and the ``Backend`` interface runs one-input graphs. The backend ``analyze_video`` hands
-over is used when it can run the detector; the two-input pose graph always runs here.
+Both graphs run on backends of the same kind: the one ``analyze_video`` makes runs
+``backend_graph`` (the detector), and the pipeline opens the pose graph's with
+:meth:`~dlc_runtime.backends.base.Backend.open_graph` (same kind, device and options), so
+onnxruntime, TensorRT and torch bundles all run here. numpy only on the host.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,21 +23,6 @@ from dlc_runtime.pipelines.base import PoseResult, register_pipeline
 if TYPE_CHECKING:
     from dlc_runtime.backends.base import Backend
     from dlc_runtime.bundle import Bundle
-
-
-def _session(path: Any, device: str):
-    import onnxruntime as ort
-
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        index = int(device.partition(":")[2] or 0)
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
-    try:
-        return ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:  # onnxruntime raises several unrelated exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"onnxruntime cannot load {path}: {first}; re-export the bundle") \
-            from exc
 
 
 def select_boxes(boxes: np.ndarray, scores: np.ndarray, m: int, threshold: float
@@ -68,13 +54,16 @@ class TopDownPipeline:
 
     Args:
         bundle: a loaded ``top_down`` bundle.
-        backend: the backend ``analyze_video`` made; its device is reused.
+        backend: the backend running its ``detector`` graph (what ``analyze_video`` makes for
+            :attr:`backend_graph`); the pose graph's backend is opened from it and closed by
+            :meth:`close`. None: both run on onnxruntime on ``device``.
+        device: used only when ``backend`` is None.
     """
 
-    backend_graph = "detector"  # the one-input graph; the two-input pose graph runs here
+    backend_graph = "detector"  # the graph of the backend handed in; the pose one is opened
 
     def __init__(self, bundle: Bundle, backend: Backend | None = None,
-                 device: str | None = None) -> None:
+                 device: str = "cpu") -> None:
         where = str(bundle.path)
         if bundle.task != "top_down":
             raise BundleError(f"{where}: TopDownPipeline needs a top_down bundle, got "
@@ -88,17 +77,34 @@ class TopDownPipeline:
         self.m = int(decoder.get("max_individuals", len(bundle.individuals)))
         self.threshold = float(decoder.get("box_score_threshold", 0.1))
         self.n_bodyparts = len(bundle.bodyparts)
-        if device is None:
-            name = getattr(backend, "name", "onnxruntime-cpu")
-            device = "cuda" if "cuda" in name else "cpu"
-        # The backend analyze_video makes for ``backend_graph`` runs the detector; a backend
-        # handed over for another graph is not used, and the pipeline opens its own session.
-        outputs = set(getattr(backend, "output_names", None) or ())
-        self.detector_backend = backend if {"boxes", "scores"} <= outputs else None
-        self.detector = None if self.detector_backend else \
-            _session(bundle.graph_path("detector"), device)
-        self.pose = _session(bundle.graph_path("pose"), device)
         self.batch = bundle.input.batch
+        self._owned: list[Backend] = []
+        try:
+            if backend is None:
+                from dlc_runtime.backends.base import make_backend
+
+                backend = make_backend(bundle, "onnxruntime", device, graph="detector")
+                self._owned.append(backend)
+            outputs = getattr(backend, "output_names", None)
+            if outputs is not None and not {"boxes", "scores"} <= set(outputs):
+                # Handed a backend for another graph (make_backend(bundle) runs "pose"): open
+                # the detector beside it, same kind and options.
+                backend = backend.open_graph(bundle, "detector")
+                self._owned.append(backend)
+            self.detector = backend
+            self.pose = backend.open_graph(bundle, "pose")
+            self._owned.append(self.pose)
+        except BaseException:
+            self.close()  # e.g. no pose artifact for this backend: free what was opened
+            raise
+
+    @property
+    def backend_name(self) -> str:
+        """What ran, for the result metadata: one name, or one per graph when they differ
+        (a torch fp16 pose artifact beside the fp32 detector)."""
+        if self.detector.name == self.pose.name:
+            return self.detector.name
+        return f"{self.detector.name} (detector), {self.pose.name} (pose)"
 
     def check_frame_size(self, width: int, height: int, source: str = "video") -> None:
         """Both graphs take any frame size."""
@@ -107,13 +113,15 @@ class TopDownPipeline:
         return np.ascontiguousarray(frames, dtype=np.uint8)
 
     def inference(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.detector_backend is not None:
-            out = self.detector_backend.run(images)
+        out = self.detector.run(images)
+        try:
             boxes, scores = out["boxes"], out["scores"]
-        else:
-            boxes, scores = self.detector.run(["boxes", "scores"], {"images": images})
+        except KeyError:
+            raise BackendError(f"the detector backend of {self.bundle.path} returned "
+                               f"{sorted(out)}, not boxes and scores: it must run the "
+                               "'detector' graph") from None
         chosen, valid = select_boxes(boxes, scores, self.m, self.threshold)
-        (keypoints,) = self.pose.run(["keypoints"], {"images": images, "boxes": chosen})
+        keypoints = self.pose.run(images, boxes=chosen)["keypoints"]
         return keypoints, valid
 
     def postprocess(self, keypoints: np.ndarray, valid: np.ndarray) -> PoseResult:
@@ -137,3 +145,9 @@ class TopDownPipeline:
                      for i in range(0, len(frames), self.batch.max)]
             return PoseResult(keypoints=np.concatenate([p.keypoints for p in parts]))
         return self.postprocess(*self.inference(self.preprocess(frames)))
+
+    def close(self) -> None:
+        """Closes the backends this pipeline opened (not the one it was handed)."""
+        for backend in self._owned:
+            backend.close()
+        self._owned = []

@@ -14,6 +14,7 @@ from torch import nn
 
 from dlc_train.models.backbones.base import BACKBONES
 from dlc_train.models.backbones.resnet import ResNet
+from dlc_train.models.resize import resize_bilinear_antialiased
 
 # Block of layer1 / layer2 whose output DeepLabCut taps (``layer1[2]``, ``layer2[2]``). For
 # ResNet-50 the first is the end of layer1 and the second the third of layer2's four blocks.
@@ -89,11 +90,27 @@ class DLCRNet(ResNet):
         # The unpadded strided convs land one cell short of the main path (e.g. h/16 - 1): resize
         # to its size, bilinear with antialiasing as torchvision's ``resize`` (DeepLabCut's call).
         # Antialiasing only changes downscaling (stride 32); it is left off when upscaling, where
-        # the result is the same and the graph exports with a plain ONNX Resize.
-        size = out.shape[-2:]
-        bank1 = _resize(bank1, size)
-        bank2 = _resize(bank2, size)
+        # the result is the same. Traced (ONNX, TorchScript) the same resize takes an exportable
+        # form that does not freeze the frame size (``_resize_traced``).
+        if _is_tracing():
+            bank1, bank2 = self._resize_traced(bank1, out), self._resize_traced(bank2, out)
+        else:
+            size = out.shape[-2:]
+            bank1, bank2 = _resize(bank1, size), _resize(bank2, size)
         return torch.cat((bank1, bank2, out), dim=1)
+
+    def _resize_traced(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The eager resize, in a form that exports for any frame size.
+
+        Whether the banks are downscaled depends on the output stride, not on the frame size
+        the trace happens to see: both end near stride 16 (h/16 - 1 cells), so at stride 16
+        they are upscaled (a plain ONNX Resize) and at stride 32 downscaled, where the
+        antialiased resize, which has no ONNX operator, becomes two matmuls whose weights the
+        graph computes from the traced sizes (exact when upscaling too, e.g. on tiny frames).
+        """
+        if self.stride < 32:
+            return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+        return resize_bilinear_antialiased(x, torch._shape_as_tensor(like)[-2:])
 
 
 def _stage_channels(stage: nn.Sequential) -> int:
@@ -102,8 +119,13 @@ def _stage_channels(stage: nn.Sequential) -> int:
     return conv.out_channels
 
 
+def _is_tracing() -> bool:
+    """True while ``torch.jit.trace`` / the TorchScript ONNX exporter records the model."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    # Decided once per trace when exported: the size relation is fixed by the output stride.
+    """Eager (training and reference) resize: torchvision's, as DeepLabCut calls it."""
     down = bool(x.shape[-2] > size[0] or x.shape[-1] > size[1])
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
                          antialias=down)

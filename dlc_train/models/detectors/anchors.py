@@ -140,3 +140,28 @@ class AnchorGenerator(nn.Module):
             shifts = torch.stack((xx, yy, xx, yy), dim=1).to(dtype)
             out.append((shifts[:, None, :] + base.to(device, dtype)[None]).reshape(-1, 4))
         return torch.cat(out)
+
+    def forward_fixed(self, image_hw: torch.Tensor, feature_maps: list[torch.Tensor]
+                      ) -> list[torch.Tensor]:
+        """``forward`` with the padded input size and grid sizes as int64 shape tensors (so an
+        exported graph keeps them dynamic); the same anchors, as one (H_l W_l A_l, 4) per level.
+
+        Args:
+            image_hw: (2,) int64 (height, width) of the padded batch.
+            feature_maps: the feature levels (only their shapes are read).
+        """
+        if len(feature_maps) != len(self.cell_anchors):
+            raise ValueError(f"{len(feature_maps)} feature levels for {len(self.cell_anchors)} "
+                             "anchor settings")
+        out = []
+        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        for feature, base in zip(feature_maps, self.cell_anchors):
+            grid = torch._shape_as_tensor(feature)[-2:]
+            stride = torch.div(image_hw, grid, rounding_mode="floor")
+            xs = torch.arange(grid[1], dtype=torch.int64, device=device) * stride[1]
+            ys = torch.arange(grid[0], dtype=torch.int64, device=device) * stride[0]
+            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+            xx, yy = xx.reshape(-1), yy.reshape(-1)
+            shifts = torch.stack((xx, yy, xx, yy), dim=1).to(dtype)
+            out.append((shifts[:, None, :] + base.to(device, dtype)[None]).reshape(-1, 4))
+        return out

@@ -38,6 +38,12 @@ def clip_boxes_to_image(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     return torch.stack((x, y), dim=-1).reshape(boxes.shape)
 
 
+def clip_boxes_to_size(boxes: torch.Tensor, size_hw: torch.Tensor) -> torch.Tensor:
+    """``clip_boxes_to_image`` with the (height, width) as a (2,) tensor (graph friendly)."""
+    limit = size_hw.flip(0).to(boxes.dtype).repeat(2)  # (w, h, w, h)
+    return torch.minimum(boxes.clamp(min=0), limit)
+
+
 def small_box_mask(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
     """True for boxes whose width and height are both >= min_size."""
     wh = boxes[..., 2:] - boxes[..., :2]
@@ -55,11 +61,13 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         iou_threshold: suppression threshold.
 
     Returns:
-        indices of the kept boxes, by decreasing score.
+        indices of the kept boxes, by decreasing score (equal scores: lower index first).
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    order = scores.argsort(descending=True)
+    # Stable: equal scores rank by index, the order ``nms_mask_fixed`` uses, so the eager and
+    # exported detectors resolve ties alike (torchvision leaves tie order unspecified).
+    order = scores.argsort(descending=True, stable=True)
     # One IoU matrix, then a cheap greedy pass. O(N^2) memory: fine for the few thousand
     # candidates the detectors produce (RPN: <= 1000 per level), and far faster in Python
     # than recomputing IoUs per kept box.
@@ -94,6 +102,8 @@ def nms_mask_fixed(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: flo
     most N steps (the first k ranks are exact after k steps) and in practice in a handful (the
     depth of the longest suppression chain). Each step is one masked reduction over (B, N, N), so
     the same code runs in eager mode and in an exported graph (with ``max_iterations`` fixed).
+    "Ranked before" is a pairwise test (higher score, or equal score and lower index), the
+    order of ``nms``: no sort, so ties resolve the same in torch, ONNX Runtime and TensorRT.
 
     Args:
         boxes: (B, N, 4).
@@ -106,31 +116,27 @@ def nms_mask_fixed(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: flo
     Returns:
         (B, N) bool keep mask, in the input order.
     """
-    b, n = scores.shape
+    n = scores.shape[1]
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
     if idxs is not None:
         span = boxes.amax(dim=(1, 2)).clamp(min=0) + 1  # (B,): per-image coordinate range
         boxes = boxes + (idxs.to(boxes) * span[:, None])[..., None]
-    # Rank by score (invalid last) and work in rank order.
-    # topk with a Python-int K rather than argsort: exported, argsort's K is read from the
-    # tensor's shape at run time, and TensorRT's TopK needs a build-time constant.
-    order = torch.where(valid, scores, scores.new_tensor(-math.inf)).topk(int(n), dim=1).indices
-    sorted_boxes = torch.gather(boxes, 1, order[..., None].expand(b, n, 4))
-    sorted_valid = torch.gather(valid, 1, order)
-    over = box_iou(sorted_boxes, sorted_boxes) > iou_threshold
-    # Out of place: the ONNX exporter has no in-place ``&=`` (aten::__iand_).
-    over = over & torch.ones(n, n, dtype=torch.bool, device=boxes.device).triu(1)  # only j < i
-    keep = sorted_valid.clone()
+    # before[j, i]: j ranks before i (higher score, ties by lower index). Invalid candidates
+    # never suppress (keep starts, and stays, False for them), so their rank is irrelevant.
+    s_j, s_i = scores[:, :, None], scores[:, None, :]
+    lower_index = torch.ones(n, n, dtype=torch.bool, device=boxes.device).triu(1)  # j < i
+    before = (s_j > s_i) | ((s_j == s_i) & lower_index)
+    over = (box_iou(boxes, boxes) > iou_threshold) & before
+    keep = valid
     steps = n if max_iterations is None else max_iterations
     for _ in range(steps):
         suppressed = (over & keep[:, :, None]).any(dim=1)
-        new_keep = sorted_valid & ~suppressed
+        new_keep = valid & ~suppressed
         if max_iterations is None and torch.equal(new_keep, keep):
             break
         keep = new_keep
-    out = torch.zeros_like(keep)
-    return out.scatter(1, order, keep)
+    return keep
 
 
 class BoxCoder:

@@ -96,6 +96,34 @@ class FasterRCNNModel(nn.Module):
             det["boxes"] = self.transform.postprocess(det["boxes"], size, original)
         return {}, detections
 
+    @torch.no_grad()
+    def predict_fixed(self, images: torch.Tensor, max_detections: int = 100,
+                      nms_iterations: int | None = None,
+                      rpn_nms_iterations: int | None = None) -> dict[str, torch.Tensor]:
+        """Eval ``forward`` as fixed-shape tensors with tensor ops only (for export): the same
+        detections, best first, padded with score 0 and label -1 (see ``pad_detections``).
+
+        Every size that depends on the input (resize target, padding, anchor grids, RoIAlign
+        scales) comes from shape tensors, so a traced graph keeps a dynamic batch and frame size.
+
+        Args:
+            images: (B, 3, H, W) as DeepLabCut feeds them.
+            max_detections: K rows per image.
+            nms_iterations, rpn_nms_iterations: fixed NMS iteration counts of the box head and
+                of the RPN (None: until converged, the exact greedy result).
+        """
+        x, resized_hw = self.transform.forward_fixed(images)
+        padded_hw = torch._shape_as_tensor(x)[2:4]
+        features = self.backbone(x)
+        proposals, valid = self.rpn.forward_fixed(padded_hw, resized_hw, features,
+                                                  rpn_nms_iterations)
+        out = self.roi_heads.forward_fixed(features, proposals, valid, resized_hw,
+                                           max_detections, nms_iterations)
+        # Back to input pixels (``transform.postprocess`` with tensor sizes).
+        ratio = (torch._shape_as_tensor(images)[2:4] / resized_hw).to(out["boxes"].dtype)
+        out["boxes"] = out["boxes"] * ratio.flip(0).repeat(2)
+        return out
+
 
 @DETECTORS.register_module
 class FasterRCNN(BaseDetector):
@@ -108,16 +136,27 @@ class FasterRCNN(BaseDetector):
         box_score_thresh: minimum detection score (DeepLabCut's default 0.01; None -> 0.01).
         min_size, max_size: resize targets (torchvision's 800 / 1333 by default; smaller values
             trade accuracy on small animals for speed).
+        rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test: RPN proposals kept per level before
+            NMS and per image after it, at test time (torchvision's FasterRCNN arguments; 1000).
     """
 
     def __init__(self, freeze_bn_stats: bool = False, freeze_bn_weights: bool = False,
                  variant: str | None = "fasterrcnn_mobilenet_v3_large_fpn",
                  pretrained: bool = False, box_score_thresh: float | None = 0.01,
-                 min_size: int = 800, max_size: int = 1333):
+                 min_size: int = 800, max_size: int = 1333,
+                 rpn_pre_nms_top_n_test: int = 1000, rpn_post_nms_top_n_test: int = 1000):
         super().__init__(freeze_bn_stats, freeze_bn_weights, pretrained)
         variant = variant or "fasterrcnn_mobilenet_v3_large_fpn"
         if not variant.lower().startswith("fasterrcnn"):
             raise ValueError("The variant must start with `fasterrcnn`")
         self.model = FasterRCNNModel(variant, num_classes=2, min_size=min_size, max_size=max_size,
                                      box_score_thresh=0.01 if box_score_thresh is None
-                                     else box_score_thresh)
+                                     else box_score_thresh,
+                                     rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+                                     rpn_post_nms_top_n_test=rpn_post_nms_top_n_test)
+
+    def predict_fixed(self, x: torch.Tensor, max_detections: int = 100,
+                      nms_iterations: int | None = None,
+                      rpn_nms_iterations: int | None = None) -> dict[str, torch.Tensor]:
+        """See ``FasterRCNNModel.predict_fixed``."""
+        return self.model.predict_fixed(x, max_detections, nms_iterations, rpn_nms_iterations)

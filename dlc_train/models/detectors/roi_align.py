@@ -88,6 +88,46 @@ def roi_align(features: torch.Tensor, rois: torch.Tensor, output_size: int | tup
     return out.reshape(r, c, out_h, s, out_w, s).mean(dim=(3, 5))
 
 
+def roi_align_fixed(features: torch.Tensor, boxes: torch.Tensor, output_size: int,
+                    spatial_scale: torch.Tensor, sampling_ratio: int = 2) -> torch.Tensor:
+    """``roi_align`` (aligned=False) for K boxes per image, in one ``grid_sample`` over the
+    batch: fixed shapes, no per-image loop, sizes from shape tensors (for export). Each region
+    is sampled at the same positions, with the same rule, as ``roi_align``.
+
+    Args:
+        features: (B, C, H, W).
+        boxes: (B, K, 4) x1, y1, x2, y2 in input-image pixels.
+        spatial_scale: 0-dim tensor, feature cells per input pixel.
+
+    Returns:
+        (B, K, C, output_size, output_size).
+    """
+    s, n = sampling_ratio, output_size
+    dtype, device = features.dtype, features.device
+    hw = torch._shape_as_tensor(features)[2:4].to(dtype)
+    height, width = hw[0], hw[1]
+    x1 = boxes[..., 0] * spatial_scale
+    y1 = boxes[..., 1] * spatial_scale
+    roi_w = (boxes[..., 2] * spatial_scale - x1).clamp(min=1.0)
+    roi_h = (boxes[..., 3] * spatial_scale - y1).clamp(min=1.0)
+    f = ((torch.arange(n, dtype=dtype, device=device)[:, None]
+          + (torch.arange(s, dtype=dtype, device=device)[None] + 0.5) / s) / n).reshape(-1)
+    ys = y1[..., None] + f * roi_h[..., None]  # (B, K, n * s)
+    xs = x1[..., None] + f * roi_w[..., None]
+    mask = (((ys >= -1.0) & (ys <= height))[..., :, None]
+            & ((xs >= -1.0) & (xs <= width))[..., None, :]).to(dtype)  # (B, K, ns, ns)
+    gy = (2 * ys + 1) / height - 1
+    gx = (2 * xs + 1) / width - 1
+    m = n * s
+    grid = torch.stack((gx[..., None, :].expand(-1, -1, m, m),
+                        gy[..., :, None].expand(-1, -1, m, m)), dim=-1)  # (B, K, ns, ns, 2)
+    b, k, c = boxes.shape[0], boxes.shape[1], features.shape[1]
+    sampled = F.grid_sample(features, grid.reshape(b, k * m, m, 2), mode="bilinear",
+                            padding_mode="border", align_corners=False)  # (B, C, K * ns, ns)
+    sampled = sampled.reshape(b, c, k, m, m).transpose(1, 2) * mask[:, :, None]
+    return sampled.reshape(b, k, c, n, s, n, s).mean(dim=(4, 6))
+
+
 def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
     """Per-image (N_i, 4) boxes -> (sum N_i, 5) rows ``(image index, x1, y1, x2, y2)``."""
     rows = [torch.cat((torch.full_like(b[:, :1], i), b), dim=1) for i, b in enumerate(boxes)]
@@ -119,6 +159,36 @@ class MultiScaleRoIAlign(nn.Module):
         """The power of two closest to feature height / image height (torchvision takes the
         first axis too)."""
         return 2.0 ** round(math.log2(feature_size[0] / image_size[0]))
+
+    def forward_fixed(self, features: dict[str, torch.Tensor], boxes: torch.Tensor,
+                      resized_hw: torch.Tensor) -> torch.Tensor:
+        """``forward`` for K boxes per image (B, K, 4), graph friendly: level scales come from
+        shape tensors, and every level pools every box, the box's own level selected after
+        (fixed shapes instead of ``forward``'s per-level subsets; same values).
+
+        Args:
+            resized_hw: (2,) int64 size of the images before batch padding.
+
+        Returns:
+            (B * K, C, out, out), image-major like ``forward``.
+        """
+        maps = [features[name] for name in self.featmap_names if name in features]
+        # infer_scale on tensors: 2 ** round(log2(feature height / image height)).
+        image_h = resized_hw[0].to(maps[0].dtype)
+        log_scales = [torch.round(torch.log2(torch._shape_as_tensor(m)[2].to(image_h.dtype)
+                                             / image_h)) for m in maps]
+        size = torch.sqrt(box_area(boxes))
+        levels = torch.floor(self.canonical_level + torch.log2(size / self.canonical_scale)
+                             + 1e-6)
+        k_min, k_max = -log_scales[0], -log_scales[-1]
+        levels = torch.minimum(torch.maximum(levels, k_min), k_max) - k_min
+        out = roi_align_fixed(maps[0], boxes, self.output_size, 2.0 ** log_scales[0],
+                              self.sampling_ratio)
+        for i in range(1, len(maps)):
+            pooled = roi_align_fixed(maps[i], boxes, self.output_size, 2.0 ** log_scales[i],
+                                     self.sampling_ratio)
+            out = torch.where((levels == i)[..., None, None, None], pooled, out)
+        return out.flatten(0, 1)
 
     def forward(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_sizes: list[tuple[int, int]]) -> torch.Tensor:

@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlc_train.models.detectors.base import select_top_fixed
 from dlc_train.models.detectors.box_ops import (BoxCoder, Matcher, batched_nms, box_iou,
-                                                clip_boxes_to_image, sample_pos_neg,
+                                                clip_boxes_to_image, clip_boxes_to_size,
+                                                nms_mask_fixed, sample_pos_neg,
                                                 small_box_mask)
 from dlc_train.models.detectors.layers import ConvNormAct, NormFactory
 from dlc_train.models.detectors.roi_align import MultiScaleRoIAlign
@@ -143,6 +145,43 @@ class RoIHeads(nn.Module):
             detections.append({"boxes": boxes[keep], "scores": scores[keep],
                                "labels": labels[keep]})
         return detections
+
+    def forward_fixed(self, features: dict[str, torch.Tensor], proposals: torch.Tensor,
+                      valid: torch.Tensor, resized_hw: torch.Tensor, max_detections: int,
+                      nms_iterations: int | None = None) -> dict[str, torch.Tensor]:
+        """Eval ``forward`` + ``postprocess`` with fixed shapes and tensor ops only (export).
+
+        Args:
+            proposals: (B, P, 4); valid: (B, P) bool (invalid ones are pooled, never kept).
+            resized_hw: (2,) int64 image size before batch padding.
+            max_detections: rows per image (at most ``detections_per_img`` are filled).
+
+        Returns:
+            as ``select_top_fixed`` (boxes in network-input pixels), padded to max_detections.
+        """
+        b, p = proposals.shape[0], proposals.shape[1]
+        pooled = self.box_roi_pool.forward_fixed(features, proposals, resized_hw)
+        class_logits, box_regression = self.box_predictor(self.box_head(pooled))
+        num_classes = class_logits.shape[-1]
+        boxes = self.box_coder.decode(box_regression.reshape(b, p, -1), proposals)
+        boxes = clip_boxes_to_size(boxes.reshape(b, p, num_classes, 4), resized_hw)
+        scores = F.softmax(class_logits, -1).reshape(b, p, num_classes)
+        labels = torch.arange(num_classes, device=boxes.device).view(1, 1, -1).expand_as(scores)
+        boxes = boxes[:, :, 1:].reshape(b, -1, 4)  # drop background
+        scores = scores[:, :, 1:].reshape(b, -1)
+        labels = labels[:, :, 1:].reshape(b, -1)
+        keep = (valid[:, :, None].expand(-1, -1, num_classes - 1).reshape(b, -1)
+                & (scores > self.score_thresh) & small_box_mask(boxes, 1e-2))
+        keep = nms_mask_fixed(boxes, scores, self.nms_thresh, valid=keep, idxs=labels,
+                              max_iterations=nms_iterations)
+        out = select_top_fixed(boxes, scores, labels, keep,
+                               min(max_detections, self.detections_per_img))
+        if max_detections > self.detections_per_img:
+            pad = max_detections - self.detections_per_img
+            out["boxes"] = F.pad(out["boxes"], (0, 0, 0, pad))
+            out["scores"] = F.pad(out["scores"], (0, pad))
+            out["labels"] = F.pad(out["labels"], (0, pad), value=-1)
+        return out
 
     def select_training_samples(self, proposals: list[torch.Tensor], targets: list[dict]):
         out_props, out_labels, out_targets = [], [], []

@@ -1,13 +1,16 @@
 """Region proposal network (torchvision's ``RegionProposalNetwork`` and ``RPNHead``)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dlc_train.models.detectors.anchors import AnchorGenerator
 from dlc_train.models.detectors.box_ops import (BoxCoder, Matcher, batched_nms, box_iou,
-                                                clip_boxes_to_image, sample_pos_neg,
+                                                clip_boxes_to_image, clip_boxes_to_size,
+                                                nms_mask_fixed, sample_pos_neg,
                                                 small_box_mask)
 from dlc_train.models.detectors.layers import ConvNormAct
 
@@ -141,6 +144,61 @@ class RegionProposalNetwork(nn.Module):
                 raise ValueError("targets are needed in training mode")
             losses = self.compute_loss(objectness, pred_deltas, anchors, targets)
         return boxes, losses
+
+    def forward_fixed(self, image_hw: torch.Tensor, resized_hw: torch.Tensor,
+                      features: dict[str, torch.Tensor], nms_iterations: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval ``forward`` with fixed shapes and tensor ops only (for export).
+
+        Same proposals as ``forward``: each level's top ``pre_nms_top_n`` anchors (a level with
+        fewer anchors is padded with never-valid entries, so K stays a constant), the same
+        clipping and filters, NMS per level as one batch of fixed-size sets, then the best
+        ``post_nms_top_n`` over all levels. Proposals ``forward`` would not return are marked
+        invalid instead of removed.
+
+        Args:
+            image_hw: (2,) int64 padded batch size; resized_hw: (2,) int64 size before padding.
+            nms_iterations: fixed NMS iteration count (None: until converged).
+
+        Returns:
+            proposals (B, P, 4), valid (B, P) bool, P = post_nms_top_n (in eval mode).
+        """
+        feats = list(features.values())
+        logits, deltas = self.head(feats)
+        anchors = self.anchor_generator.forward_fixed(image_hw, feats)
+        k = self.pre_nms_top_n()
+        boxes_l, scores_l, valid_l = [], [], []
+        for layer, delta, level_anchors in zip(logits, deltas, anchors):
+            obj = _flatten(layer, 1)[..., 0]  # (B, n)
+            pred = _flatten(delta, 4)          # (B, n, 4)
+            n = torch._shape_as_tensor(obj)[1]
+            # K never-valid pads after the level's anchors: topk(K) needs K <= its length.
+            padded = torch.cat((obj, torch.full_like(obj[:, :1], -math.inf).expand(-1, k)), 1)
+            top, idx = padded.topk(k, dim=1)
+            real = idx < n
+            idx = torch.minimum(idx, n - 1)
+            anchor = level_anchors[idx]  # (B, K, 4)
+            delta_k = torch.gather(pred, 1, idx[..., None].expand(-1, -1, 4))
+            boxes = clip_boxes_to_size(self.box_coder.decode(delta_k, anchor), resized_hw)
+            score = torch.sigmoid(top)
+            boxes_l.append(boxes)
+            scores_l.append(score)
+            valid_l.append(real & small_box_mask(boxes, self.min_size)
+                           & (score >= self.score_thresh))
+        boxes = torch.stack(boxes_l, 1)  # (B, L, K, 4)
+        scores = torch.stack(scores_l, 1)
+        valid = torch.stack(valid_l, 1)
+        levels = len(boxes_l)
+        # Per-level NMS: levels never suppress each other, so they run as a batch of sets.
+        keep = nms_mask_fixed(boxes.reshape(-1, k, 4), scores.reshape(-1, k), self.nms_thresh,
+                              valid=valid.reshape(-1, k), max_iterations=nms_iterations)
+        keep = keep.reshape(-1, levels * k)
+        scores = scores.reshape(-1, levels * k)
+        boxes = boxes.reshape(-1, levels * k, 4)
+        p = min(self.post_nms_top_n(), levels * k)
+        top, idx = torch.where(keep, scores, scores.new_tensor(-1.0)).topk(p, dim=1)
+        proposals = torch.gather(boxes, 1, idx[..., None].expand(-1, -1, 4))
+        return proposals, top >= 0
 
     def compute_loss(self, objectness: torch.Tensor, pred_deltas: torch.Tensor,
                      anchors: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:

@@ -80,6 +80,59 @@ class DetectionTransform(nn.Module):
             targets = [{**t, "boxes": t["boxes"] * ratio} for t in targets]
         return x, [(new_h, new_w)] * images.shape[0], targets
 
+    def resized_size_fixed(self, hw: torch.Tensor) -> torch.Tensor:
+        """``resized_size`` on a (2,) int64 (height, width) tensor, in tensor ops whose integer
+        values all stay below 2^31 (TensorRT 8 computes shapes in int32).
+
+        ``resized_size`` is floor(side * scale) with scale = fl32(num / den) (num: min_size or
+        max_size, den: the short or long side). With n0 = floor(side * num / den) (exact in
+        integers), floor(side * scale) is n0, less one when side * num / den is a whole number
+        and fl32 rounded the quotient down (the rounding error is below 1 / den otherwise).
+        "Rounded down", scale * den < num, is decided exactly in integers: scale * 2^37 is a
+        whole number (scales >= 2^-14), split in two 18-bit-scaled halves so the products stay
+        small. Valid for frame sides below 8192 px and min_size / max_size below 4096.
+        """
+        f32, i64 = torch.float32, torch.int64
+        short, long = torch.minimum(hw[0], hw[1]), torch.maximum(hw[0], hw[1])
+        # Real divisions (``number / tensor`` would multiply by a reciprocal), as eager mode.
+        by_short = torch.div(torch.tensor(float(self.min_size)), short.to(f32))
+        by_long = torch.div(torch.tensor(float(self.max_size)), long.to(f32))
+        use_short = by_short <= by_long
+        scale = torch.where(use_short, by_short, by_long)
+        num = torch.where(use_short, torch.tensor(self.min_size), torch.tensor(self.max_size))
+        den = torch.where(use_short, short, long)
+        v = scale * 2.0 ** 37                  # a whole number, exact in float32
+        v_hi = torch.floor(v / 2.0 ** 18)      # v = v_hi * 2^18 + v_lo, both exact
+        v_lo = (v - v_hi * 2.0 ** 18).to(i64)
+        v_hi = v_hi.to(i64)
+        # scale * den * 2^19 = v_hi * den + v_lo * den / 2^18, compared with num * 2^19.
+        low = v_hi * den + torch.div(v_lo * den, 2 ** 18, rounding_mode="floor")
+        rounded_down = low < num * 2 ** 19
+        product = hw * num
+        n0 = torch.div(product, den, rounding_mode="floor")
+        whole = torch.remainder(product, den) == 0
+        return n0 - (whole & rounded_down).to(i64)
+
+    def forward_fixed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` (no targets, min/max-size resize) with every size taken from shape
+        tensors, so an exported graph keeps a dynamic frame size.
+
+        The resized side is floor(side * scale) with ``scale`` in float32, exactly as
+        ``resized_size`` (see ``resized_size_fixed``). Graph friendly: no double, no Python
+        number read from the input's shape.
+
+        Returns:
+            padded batch, (2,) int64 resized (height, width) before padding.
+        """
+        if self.fixed_size is not None:
+            raise NotImplementedError("forward_fixed serves the min/max-size resize only")
+        new_hw = self.resized_size_fixed(torch._shape_as_tensor(images)[2:4])
+        x = self.normalize(images)
+        x = F.interpolate(x, size=(new_hw[0], new_hw[1]), mode="bilinear", align_corners=False)
+        d = self.size_divisible
+        pad = torch.div(new_hw + (d - 1), d, rounding_mode="floor") * d - new_hw
+        return F.pad(x, (0, pad[1], 0, pad[0])), new_hw
+
     @staticmethod
     def postprocess(boxes: torch.Tensor, resized_size: tuple[int, int],
                     original_size: tuple[int, int]) -> torch.Tensor:

@@ -143,13 +143,17 @@ class BaseKeypointEncoder(nn.Module):
 
     def blur(self, maps: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur per channel, OpenCV's default border (BORDER_REFLECT_101,
-        which is torch's "reflect" padding)."""
-        channels = maps.shape[1]
+        which is torch's "reflect" padding).
+
+        Each channel is blurred as its own one-channel image, so the kernels' shape never
+        depends on the input's: the ONNX export with a dynamic batch needs static conv weights.
+        """
+        b, c, h, w = maps.shape
         kx, ky = self.kernel_x.to(maps), self.kernel_y.to(maps)
         px, py = kx.numel() // 2, ky.numel() // 2
-        maps = F.pad(maps, (px, px, py, py), mode="reflect")
-        maps = F.conv2d(maps, kx.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-        return F.conv2d(maps, ky.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+        maps = F.pad(maps.reshape(-1, 1, h, w), (px, px, py, py), mode="reflect")
+        maps = F.conv2d(maps, kx.view(1, 1, 1, -1))
+        return F.conv2d(maps, ky.view(1, 1, -1, 1)).reshape(b, c, h, w)
 
     @staticmethod
     def normalize(maps: torch.Tensor) -> torch.Tensor:

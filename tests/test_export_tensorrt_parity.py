@@ -1,0 +1,120 @@
+"""The export's TensorRT parity gate, wired without TensorRT.
+
+The real engine build and run need TensorRT and a GPU (tests/test_tensorrt.py, skipped here).
+These tests replace only the two GPU steps -- the build (``_add_tensorrt_engine``) and the
+``tensorrt`` backend -- with an ONNX Runtime session whose keypoints can be shifted, and check
+what the exporter does with the engine's answers: the report file, the per-precision gate, the
+frame size the engine is checked at, and that a failing engine leaves no bundle behind.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dlc_export import export_bundle
+from dlc_export import export as export_module
+from dlc_export.parity import ParityError
+from dlc_runtime.backends import OnnxRuntimeBackend
+from dlc_train.config import make_pytorch_pose_config, write_config
+from dlc_train.models import PoseModel
+
+BODYPARTS = ["snout", "tail", "leftear"]
+
+
+class ShiftedEngine(OnnxRuntimeBackend):
+    """Stands in for a TensorRT engine: the ONNX graph, keypoints moved by ``shift`` px."""
+
+    shapes: list[tuple[int, ...]] = []
+
+    def __init__(self, path, shift: float):
+        super().__init__(path)
+        self.name = "tensorrt-fake"
+        self.shift = shift
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        ShiftedEngine.shapes.append(images.shape)
+        out = super().run(images)
+        out["keypoints"] = out["keypoints"].copy()
+        out["keypoints"][..., 0] += self.shift
+        return out
+
+
+@pytest.fixture()
+def shuffle(tmp_path):
+    config_path = tmp_path / "train" / "pytorch_config.yaml"
+    config_path.parent.mkdir(parents=True)
+    cfg = make_pytorch_pose_config({"bodyparts": BODYPARTS, "multianimalproject": False},
+                                   config_path, "resnet_tiny")
+    write_config(config_path, cfg)
+    torch.manual_seed(0)
+    model = PoseModel.build(cfg["model"]).eval()
+    snapshot = config_path.parent / "snapshot-001.pt"
+    torch.save({"metadata": {}, "model": model.state_dict()}, snapshot)
+    return config_path, snapshot
+
+
+@pytest.fixture()
+def fake_tensorrt(monkeypatch):
+    """Replaces the engine build with a no-op and the tensorrt backend with ShiftedEngine."""
+    state = {"shift": 0.0, "built": []}
+
+    def build(bundle_dir, precision, frame_size, calibration_videos):
+        state["built"].append((precision, tuple(frame_size)))
+
+    def make_backend(bundle, backend="onnxruntime", device="cpu", **options):
+        assert backend == "tensorrt" and device == "cuda"
+        return ShiftedEngine(bundle.graph_path("pose"), state["shift"])
+
+    monkeypatch.setattr(export_module, "_add_tensorrt_engine", build)
+    monkeypatch.setattr("dlc_runtime.backends.make_backend", make_backend)
+    ShiftedEngine.shapes = []
+    return state
+
+
+def _frames(n=3, h=64, w=80):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_engine_parity_report_is_written_at_the_engine_frame_size(shuffle, fake_tensorrt,
+                                                                 tmp_path):
+    config_path, snapshot = shuffle
+    fake_tensorrt["shift"] = 1.5  # within the fp16 gate (4 px), outside the fp32 one (0.5 px)
+    result = export_bundle(config_path, snapshot, tmp_path / "b.bundle", frames=_frames(),
+                           simplify=False, tensorrt_precision="fp16", frame_size=(96, 128))
+    assert fake_tensorrt["built"] == [("fp16", (96, 128))]
+    # The engine saw the parity frames resized to its profile's frame size.
+    assert ShiftedEngine.shapes and all(s[1:3] == (96, 128) for s in ShiftedEngine.shapes)
+    report = json.loads((result.bundle_dir / "parity.tensorrt_fp16.json").read_text())
+    assert report["backend"] == "tensorrt-fake"
+    assert report["frame_size"] == [96, 128]
+    assert report["max_px"] == pytest.approx(1.5, abs=1e-3)
+    assert report["tolerance_px"] == export_module.TENSORRT_TOLERANCE_PX["fp16"]
+    assert report["passed"] is True
+    # The ONNX report is untouched by the engine's.
+    assert json.loads((result.bundle_dir / "parity.json").read_text())["max_px"] < 1e-3
+
+
+def test_fp32_engine_outside_tolerance_fails_and_writes_nothing(shuffle, fake_tensorrt,
+                                                               tmp_path):
+    config_path, snapshot = shuffle
+    fake_tensorrt["shift"] = 1.5
+    out = tmp_path / "b.bundle"
+    with pytest.raises(ParityError, match="TensorRT fp32 engine: .*max 1.5"):
+        export_bundle(config_path, snapshot, out, frames=_frames(), simplify=False,
+                      tensorrt_precision="fp32")
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.bundle")]
+
+
+def test_engine_parity_failure_can_be_overridden(shuffle, fake_tensorrt, tmp_path):
+    config_path, snapshot = shuffle
+    fake_tensorrt["shift"] = 12.0  # past even the int8 gate
+    result = export_bundle(config_path, snapshot, tmp_path / "b.bundle", frames=_frames(),
+                           simplify=False, tensorrt_precision="int8",
+                           allow_parity_failure=True)
+    report = json.loads((result.bundle_dir / "parity.tensorrt_int8.json").read_text())
+    assert report["passed"] is False and report["max_px"] == pytest.approx(12.0, abs=1e-3)
