@@ -42,7 +42,7 @@ from dlc_export.parity import (
     ParityReport,
     keypoint_errors,
 )
-from dlc_export.top_down import TopDownCrop
+from dlc_export.top_down import PoseOnCrops, TopDownCrop
 from dlc_export.wrappers import NormalizeFrames, pad_divisor_from_config
 from dlc_runtime.bundle import (
     BatchRange,
@@ -218,7 +218,7 @@ class ContextFreeCrop(nn.Module):
         return crops.reshape(b * m, 3, self.out_h, self.out_w), offset, scale
 
 
-class CondPoseOnCrops(nn.Module):
+class CondPoseOnCrops(PoseOnCrops):
     """normalized crops (N, 3, h, w) + conditions (N, K, 3) in crop pixels -> keypoints
     (N, K, 3) in crop pixels (model with ``cond_kpts`` + predictor).
 
@@ -226,21 +226,8 @@ class CondPoseOnCrops(nn.Module):
         pad_divisors: (height, width) DeepLabCut's ``auto_padding`` (reflect, bottom/right).
     """
 
-    def __init__(self, model: PoseModel, head: str = "bodypart",
-                 pad_divisors: tuple[int, int] = (1, 1)):
-        super().__init__()
-        self.model, self.head = model, head
-        self.stride = model.get_stride(head)
-        self.pad_divisors = pad_divisors
-
     def forward(self, crops: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
-        h, w = crops.shape[-2:]
-        pad_h, pad_w = -int(h) % self.pad_divisors[0], -int(w) % self.pad_divisors[1]
-        if pad_h or pad_w:  # crop sizes are constants, so this is decided at export time
-            crops = F.pad(crops, (0, pad_w, 0, pad_h), mode="reflect")
-        outputs = self.model(crops, cond_kpts=conditions)
-        poses = self.model.heads[self.head].predictor(self.stride, outputs[self.head])["poses"]
-        return poses[:, 0].to(torch.float32)
+        return self.decode(self.model(self.pad(crops), cond_kpts=conditions)[self.head])
 
 
 class CondTopDownPose(nn.Module):
@@ -533,7 +520,12 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
                       tolerance_px: float = DEFAULT_TOLERANCE_PX,
                       allow_parity_failure: bool = False, opset: int = DEFAULT_OPSET,
                       simplify: bool = True, max_batch: int = 64,
-                      max_individuals: int | None = None, **kwargs) -> ExportResult:
+                      max_individuals: int | None = None,
+                      torch_precisions: tuple[str, ...] = (), device: str = "cpu",
+                      tensorrt_precision: str | None = None,
+                      frame_size: tuple[int, int] | None = None,
+                      calibration_videos: tuple[Path, ...] = (),
+                      input_size: tuple[int, int] | None = None) -> ExportResult:
     """Exports a CTD shuffle and its bottom-up conditions model to one bundle.
 
     Args:
@@ -549,9 +541,21 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
         allow_parity_failure: write the bundle even when a parity check fails.
         max_batch: the largest batch the bundle is built for (both graphs).
         max_individuals: condition slots per frame (default: the config's individuals).
-        kwargs: the other options of ``export_bundle`` (TensorRT, torch artifacts, input size,
-            frame size) are refused: CTD bundles are ONNX-only so far.
+        torch_precisions: also add torch artifacts of both graphs ("fp32", "fp16"), see
+            :mod:`dlc_export.ctd_artifacts`.
+        device: where torch artifacts are traced and checked ("cuda" for fp16 on a GPU).
+        tensorrt_precision: also build TensorRT engines of both graphs for this machine's GPU
+            ("fp32", "fp16", "int8"; int8 calibrates on ``calibration_videos``).
+        frame_size: (height, width) the engines' profiles are built for (default: the parity
+            frames' size).
+        input_size: the conditions (bottom-up) model's network size, as for bottom-up exports
+            (letterbox inside its graph); the CTD pose network runs at its crop size anyway.
     """
+    from dlc_export.ctd_artifacts import (
+        add_ctd_engines,
+        add_ctd_torch_artifacts,
+        check_ctd_engine,
+    )
     from dlc_export.export import (
         ExportResult,
         _parity_frames,
@@ -561,16 +565,13 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
         export_bundle,
         scorer_name,
     )
+    from dlc_export.top_down import check_artifact_options
 
-    unsupported = sorted(k for k, v in kwargs.items()
-                         if k != "device" and v not in (None, (), False))
-    if unsupported:
-        raise ExportError(f"conditional top-down (CTD) export does not support {unsupported} "
-                          "yet (ONNX bundles only); export without them")
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     where = str(pytorch_config_path)
     cfg = read_config_as_dict(pytorch_config_path)
     _check_ctd_config(cfg, where)
+    check_artifact_options(tuple(torch_precisions), tensorrt_precision)
     if (conditions_config is None) != (conditions_snapshot is None):
         raise ExportError("pass conditions_config and conditions_snapshot together (the "
                           "bottom-up model's pytorch_config.yaml and snapshot)")
@@ -602,22 +603,28 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
         else default_bundle_dir(project, snapshot_path, scorer)
     parity_frames, source = _parity_frames(frames, project)
     conditions = parity_conditions(parity_frames, m, len(bodyparts))
+    # Both graphs' engines are built for one frame size: the nested export gets it explicitly.
+    engine_size = tuple(frame_size or parity_frames.shape[1:3]) if tensorrt_precision else None
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
     try:
+        # The conditions model's own export builds and checks its torch artifacts and engine.
         nested = export_bundle(conditions_config, conditions_snapshot,
                                staging / CONDITIONS_DIR, frames=parity_frames,
                                tolerance_px=tolerance_px,
                                allow_parity_failure=allow_parity_failure, opset=opset,
-                               simplify=simplify, max_batch=max_batch)
+                               simplify=simplify, max_batch=max_batch,
+                               torch_precisions=tuple(torch_precisions), device=device,
+                               tensorrt_precision=tensorrt_precision, frame_size=engine_size,
+                               calibration_videos=calibration_videos, input_size=input_size)
         if nested.manifest.task != "bottom_up":
             raise ExportError(f"{conditions_config}: the conditions bundle is "
                               f"'{nested.manifest.task}', expected bottom_up")
         pose_path = export_ctd_pose_onnx(wrapper, parity_frames[:2], conditions[:2],
                                          staging / "pose.onnx", opset=opset, simplify=simplify)
         report = _parity(wrapper, pose_path, parity_frames, conditions, source, tolerance_px)
-        _write_parity(staging / "parity.json", report)
+        write_ctd_parity(staging / "parity.json", report, f"{CONDITIONS_DIR}/parity.json")
         if not report.passed and not allow_parity_failure:
             raise ParityError(f"{report.summary()}; the bundle was not written "
                               "(allow_parity_failure writes it)")
@@ -625,7 +632,19 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
                              conditions_config, conditions_snapshot, nested.manifest)
         write_config(staging / "pytorch_config.yaml", cfg)
         write_manifest(staging, manifest)
-        Bundle.load(staging)  # the nested graph's sha256 and both manifests read back
+        if torch_precisions:
+            add_ctd_torch_artifacts(staging, wrapper, parity_frames, conditions,
+                                    tuple(torch_precisions), device=device,
+                                    tolerance_px=tolerance_px)
+        if tensorrt_precision:
+            add_ctd_engines(staging, tensorrt_precision, engine_size, calibration_videos)
+            engine = check_ctd_engine(staging, tensorrt_precision, wrapper, parity_frames,
+                                      engine_size, source, tolerance_px)
+            if not engine.passed and not allow_parity_failure:
+                raise ParityError(f"TensorRT {tensorrt_precision} pose engine: "
+                                  f"{engine.summary()}; the bundle was not written "
+                                  "(allow_parity_failure writes it)")
+        manifest = Bundle.load(staging).manifest  # nested graph sha256s and artifacts read back
         _replace_dir(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -640,31 +659,46 @@ def _ort_session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def ctd_parity(wrapper: CondTopDownPose, run, cases: list[tuple[np.ndarray, np.ndarray]],
+               source: str, backend: str, tolerance_px: float) -> ParityReport:
+    """``run(frames, conditions) -> keypoints`` vs DeepLabCut's CPU steps + the PyTorch model,
+    over ``cases`` of (frames (b, H, W, 3), conditions (b, M, K, 3)), two frames at a time."""
+    ref, got = [], []
+    for frames, conditions in cases:
+        for start in range(0, len(frames), 2):
+            f, c = frames[start:start + 2], conditions[start:start + 2]
+            ref.append(eager_ctd(wrapper.pose, f, c, wrapper.settings).reshape(-1, 3))
+            got.append(np.asarray(run(f, c), np.float32).reshape(-1, 3))
+    px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
+    first = cases[0][0]
+    return ParityReport(
+        frames=sum(len(f) for f, _ in cases),
+        frame_size=(int(first.shape[1]), int(first.shape[2])), source=source, backend=backend,
+        median_px=float(np.median(px)), max_px=float(px.max()),
+        p99_px=float(np.percentile(px, 99)), max_likelihood_abs=float(lik.max()),
+        tolerance_px=float(tolerance_px), passed=bool(px.max() <= tolerance_px))
+
+
 def _parity(wrapper: CondTopDownPose, pose_path: Path, frames: np.ndarray,
             conditions: np.ndarray, source: str, tolerance_px: float) -> ParityReport:
     """Pose graph on ONNX Runtime vs DeepLabCut's CPU steps + the PyTorch model."""
     session = _ort_session(pose_path)
-    ref, got = [], []
-    for start in range(0, len(frames), 2):
-        f, c = frames[start:start + 2], conditions[start:start + 2]
-        ref.append(eager_ctd(wrapper.pose, f, c, wrapper.settings))
-        got.append(session.run(["keypoints"], {"images": f, "conditions": c})[0])
-    px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
-    max_px = float(px.max())
-    return ParityReport(
-        frames=len(frames), frame_size=(int(frames.shape[1]), int(frames.shape[2])),
-        source=source, backend="onnxruntime-cpu", median_px=float(np.median(px)),
-        max_px=max_px, p99_px=float(np.percentile(px, 99)),
-        max_likelihood_abs=float(lik.max()), tolerance_px=float(tolerance_px),
-        passed=bool(max_px <= tolerance_px))
+
+    def run(f: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return session.run(["keypoints"], {"images": f, "conditions": c})[0]
+
+    return ctd_parity(wrapper, run, [(frames, conditions)], source, "onnxruntime-cpu",
+                      tolerance_px)
 
 
-def _write_parity(path: Path, report: ParityReport) -> None:
+def write_ctd_parity(path: Path, report: ParityReport, conditions_report: str) -> None:
+    """``report`` as JSON, naming its reference and the nested bundle's report of the same
+    artifact kind (``conditions_report``, relative to the CTD bundle)."""
     data = asdict(report)
     data["pose_reference"] = ("DeepLabCut CTD steps on the CPU (box from conditions, "
                               "top_down_crop with float resize, conditions to crop pixels) -> "
                               "PyTorch model -> map back; synthetic conditions")
-    data["conditions_parity"] = f"{CONDITIONS_DIR}/parity.json"
+    data["conditions_parity"] = conditions_report
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 

@@ -208,12 +208,14 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     project = _project_config(cfg, pytorch_config_path)
     model = build_model_from_snapshot(cfg, snapshot_path)
     plan = make_plan(cfg, model, pytorch_config_path)
-    if torch_precisions:
-        plan.check_torch_artifacts()
+    if torch_precisions:  # before minutes of export and parity
+        from dlc_export.top_down import check_artifact_options
+
+        check_artifact_options(tuple(torch_precisions), None)
     wrapper = plan.wrapper
     wrapper.normalize.pad_divisor = pad_divisor_from_config(cfg)
     if input_size is not None:
-        _check_input_size(input_size, wrapper.normalize.pad_divisor, torch_precisions)
+        _check_input_size(input_size, wrapper.normalize.pad_divisor)
         wrapper.normalize.letterbox = Letterbox(input_size)
     scorer = scorer_name(cfg, snapshot_path, project)
     output = Path(output) if output is not None \
@@ -240,8 +242,10 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
             raise ParityError(f"{report.summary()}; the bundle was not written "
                               "(--allow-parity-failure writes it anyway)")
         for precision in torch_precisions:
+            check = None if plan.output_names == ("keypoints",) else _torch_pipeline_check(
+                staging, plan, parity_frames, source, tolerance_px, precision, device)
             add_torch_artifact(staging, wrapper, torch.from_numpy(parity_frames), precision,
-                               device=device, tolerance_px=tolerance_px)
+                               device=device, tolerance_px=tolerance_px, check=check)
         if tensorrt_precision:
             _add_tensorrt_engine(staging, tensorrt_precision,
                                  frame_size or tuple(parity_frames.shape[1:3]),
@@ -257,10 +261,8 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     return ExportResult(output, report, manifest)
 
 
-def _check_input_size(input_size: tuple[int, int], pad_divisor: tuple[int, int],
-                      torch_precisions: tuple[str, ...]) -> None:
-    """Refuses a network size the model cannot run at exactly, or an artifact that would
-    ignore the letterbox."""
+def _check_input_size(input_size: tuple[int, int], pad_divisor: tuple[int, int]) -> None:
+    """Refuses a network size the model cannot run at exactly."""
     height, width = input_size
     if height < 1 or width < 1:
         raise ExportError(f"input_size must be positive (height, width), got {input_size}")
@@ -269,10 +271,6 @@ def _check_input_size(input_size: tuple[int, int], pad_divisor: tuple[int, int],
         # auto_padding would pad past H x W, so the network would not run at the asked size.
         raise ExportError(f"input size {height}x{width} must be a multiple of the model's "
                           f"auto_padding divisors {hdiv}x{wdiv} (height x width)")
-    if "fp16" in torch_precisions:
-        # HalfPrecisionPose (torch_export.py) decodes without mapping keypoints back.
-        raise ExportError("fp16 torch artifacts do not support input_size (--input-size) yet; "
-                          "use ONNX, TensorRT or an fp32 torch artifact")
 
 
 def _manifest(plan: ExportPlan, cfg: dict, scorer: str, snapshot_path: Path, opset: int,
@@ -318,6 +316,29 @@ def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: s
                           output_names=plan.output_names, decode=decode)
     finally:
         backend.close()
+
+
+def _torch_pipeline_check(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
+                          tolerance_px: float, precision: str, device: str):
+    """The check of a torch artifact whose graph has other outputs than ``keypoints`` (PAF,
+    DEKR, identity): through the runtime pipeline's host steps, as the ONNX graph is checked,
+    on the parity frames and on a smaller crop of them (traced shapes must generalise)."""
+    from dlc_export.top_down import second_frames
+    from dlc_runtime.backends.torch_backend import TorchBackend
+
+    def check(loaded) -> ParityReport:
+        reports = []
+        for batch, where in ((frames, source), (second_frames(frames), f"{source}, cropped")):
+            backend = TorchBackend(staging / "pose.torch-artifact", device=device,
+                                   label=precision, output_names=plan.output_names,
+                                   module=loaded)
+            reports.append(_check_parity(staging, plan, batch, where, tolerance_px, backend))
+        failed = [r for r in reports if not r.passed]
+        if failed:
+            raise ParityError(f"{failed[0].summary()}; the torch artifact was not written")
+        return reports[0]
+
+    return check
 
 
 TIMING_CACHE = Path.home() / ".cache" / "dlc-deploy" / "tensorrt-timing.cache"

@@ -176,18 +176,6 @@ class PoseOnCrops(nn.Module):
         return self.decode(self.model(self.pad(crops))[self.head])
 
 
-class HalfPrecisionPoseOnCrops(PoseOnCrops):
-    """fp16 network on fp32 crops, decoded in fp32 (as ``torch_export.HalfPrecisionPose``:
-    decoding in half would put the keypoints themselves in fp16). Copies ``pose``'s model."""
-
-    def __init__(self, pose: PoseOnCrops):
-        super().__init__(copy.deepcopy(pose.model).half().eval(), pose.head, pose.pad_divisors)
-
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(self.pad(crops).half())[self.head]
-        return self.decode({name: t.float() for name, t in outputs.items()})
-
-
 class TopDownPose(nn.Module):
     """images (B, H, W, 3) uint8 + boxes (B, M, 4) -> keypoints (B, M, K, 3) frame pixels."""
 
@@ -349,7 +337,7 @@ def _engine_frame_size(where: Path, input_size: tuple[int, int] | None,
     return height, width
 
 
-def _check_artifact_options(torch_precisions: tuple[str, ...],
+def check_artifact_options(torch_precisions: tuple[str, ...],
                             tensorrt_precision: str | None) -> None:
     """Refuses unknown precisions, and a TensorRT build where TensorRT is missing, before the
     export spends minutes on graphs and parity."""
@@ -465,7 +453,7 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
     det_input = detector_network_input(det_graph)
     frame_size = _engine_frame_size(pytorch_config_path, input_size, frame_size,
                                     tensorrt_precision, (crop_w, crop_h), det_input)
-    _check_artifact_options(torch_precisions, tensorrt_precision)
+    check_artifact_options(torch_precisions, tensorrt_precision)
 
     project = _project_config(cfg, pytorch_config_path)
     scorer = scorer_name(cfg, snapshot_path, project)
@@ -556,19 +544,19 @@ def _parity(det_graph: DetectorGraph, detector, wrapper: TopDownPose, det_path: 
 DETECTOR_TORCH_PRECISION = "fp32"
 
 
-def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
+def on_device(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` itself on the CPU, else a copy on ``device`` (the caller's stays put)."""
     return module.eval() if device.type == "cpu" else copy.deepcopy(module).eval().to(device)
 
 
-def _run_loaded(module, device: torch.device, *arrays: np.ndarray) -> list[np.ndarray]:
+def run_loaded(module, device: torch.device, *arrays: np.ndarray) -> list[np.ndarray]:
     with torch.inference_mode():
         out = module(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays))
     out = out if isinstance(out, (tuple, list)) else (out,)
     return [t.float().cpu().numpy() for t in out]
 
 
-def _second_shape(frames: np.ndarray) -> np.ndarray:
+def second_frames(frames: np.ndarray) -> np.ndarray:
     """Another batch and frame size cut from the parity frames: traced shapes must generalise."""
     b, h, w = frames.shape[:3]
     return np.ascontiguousarray(frames[:max(1, b - 1), :max(32, h * 3 // 4),
@@ -580,10 +568,10 @@ def _check_torch_detector(loaded, device: torch.device, detector, det_graph: Det
     """Smallest matched IoU of the reloaded detector artifact vs the eager detector, on the
     parity frames and on another batch and frame size; raises ParityError below the bar."""
     ious = []
-    for batch in [frames[i:i + 2] for i in range(0, len(frames), 2)] + [_second_shape(frames)]:
+    for batch in [frames[i:i + 2] for i in range(0, len(frames), 2)] + [second_frames(frames)]:
         ref = eager_detections(detector, batch, det_graph.max_detections,
                                det_graph.normalize_images)
-        got_boxes, _ = _run_loaded(loaded, device, batch)
+        got_boxes, _ = run_loaded(loaded, device, batch)
         ious.append(matched_iou(ref["boxes"], ref["scores"], got_boxes))
     iou = float(min(ious))
     if iou < MIN_DETECTOR_IOU:
@@ -597,13 +585,13 @@ def _check_torch_pose(loaded, device: torch.device, wrapper: TopDownPose, frames
                       tolerance_px: float) -> ParityReport:
     """The reloaded pose artifact vs DeepLabCut's eager CPU crop + fp32 model, on the parity
     frames and on another batch and frame size."""
-    second = _second_shape(frames)
+    second = second_frames(frames)
     cases = [(frames[i:i + 2], boxes[i:i + 2]) for i in range(0, len(frames), 2)]
     cases.append((second, parity_boxes(second, boxes.shape[1], seed=1)))
     ref, got = [], []
     for f, bx in cases:
         ref.append(eager_top_down(wrapper.pose, f, bx, *crop).reshape(-1, 3))
-        got.append(_run_loaded(loaded, device, f, bx)[0].reshape(-1, 3))
+        got.append(run_loaded(loaded, device, f, bx)[0].reshape(-1, 3))
     px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
     report = ParityReport(
         frames=len(frames) + len(second),
@@ -631,11 +619,15 @@ def add_top_down_torch_artifacts(bundle_dir: Path, det_graph: DetectorGraph, det
     before it is added; the manifest lists them like bottom-up artifacts. TorchScript only:
     torch.export cannot trace the crop's frame-size read (``torch._shape_as_tensor``).
     """
-    from dlc_export.torch_export import save_checked_artifact, torch_artifact_file
+    from dlc_export.torch_export import (
+        HalfPrecisionNetwork,
+        save_checked_artifact,
+        torch_artifact_file,
+    )
     from dlc_runtime.backends.torch_backend import torch_graph_name
 
     method = "torchscript"
-    _check_artifact_options(precisions, None)
+    check_artifact_options(precisions, None)
     device_t = torch.device(device)
     bundle = Bundle.load(bundle_dir)
     max_batch = bundle.input.batch.max
@@ -650,16 +642,18 @@ def add_top_down_torch_artifacts(bundle_dir: Path, det_graph: DetectorGraph, det
 
     det_file = torch_artifact_file(DETECTOR_TORCH_PRECISION, method, graph="detector")
     det_iou = save_checked_artifact(
-        _on_device(det_graph, device_t), (torch.from_numpy(frames[:2]).to(device_t),),
+        on_device(det_graph, device_t), (torch.from_numpy(frames[:2]).to(device_t),),
         bundle_dir / det_file,
         lambda loaded: _check_torch_detector(loaded, device_t, detector, det_graph, frames),
         method=method, device=device, max_batch=max_batch, what="of the detector")
     listed("detector", DETECTOR_TORCH_PRECISION, det_file)
     for precision in precisions:
-        module = _on_device(wrapper, device_t)
+        module = on_device(wrapper, device_t)
         if precision == "fp16":
-            module = copy.deepcopy(module)  # the caller's wrapper keeps its fp32 pose
-            module.pose = HalfPrecisionPoseOnCrops(module.pose)
+            # A copy whose pose network runs in half (crop and decoding stay fp32); the
+            # caller's wrapper keeps its fp32 pose, the reference of the check.
+            module = copy.deepcopy(module)
+            module.pose.model = HalfPrecisionNetwork(module.pose.model)
         file = torch_artifact_file(precision, method)
         name = f"torch-{method}-{precision}-{device_t.type}"
         report = save_checked_artifact(

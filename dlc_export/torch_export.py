@@ -49,31 +49,52 @@ MAX_FRAME_SIZE = 8192
 R = TypeVar("R")
 
 
-class HalfPrecisionPose(nn.Module):
-    """fp16 version of a BottomUpSingleAnimal-like wrapper: fp32 normalisation, half network,
-    fp32 decoding (see the module docstring for why).
+class HalfPrecisionNetwork(nn.Module):
+    """A PoseModel's network in half precision behind the PoseModel interface a wrapper uses.
+
+    fp32 input in, fp32 head outputs out; backbone, neck and heads compute in half, the
+    predictors (the decoding, with buffers such as the PAF peak kernel) stay fp32. A wrapper
+    (bottom-up single- or multi-animal, top-down crops, CTD) whose ``model`` is replaced by this
+    keeps its own preprocessing (letterbox, padding) and decoding, so every export path gets
+    fp16 the same way (see the module docstring for why decoding stays fp32).
 
     Args:
-        wrapper: a module with ``normalize``, ``model``, ``head`` and ``stride`` attributes
-            (:class:`dlc_export.wrappers.BottomUpSingleAnimal`); it is copied, not modified.
+        model: the fp32 PoseModel, converted in place (pass a copy: see
+            :func:`half_precision`).
     """
 
-    def __init__(self, wrapper: nn.Module):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        missing = [a for a in ("normalize", "model", "head", "stride") if not hasattr(wrapper, a)]
-        if missing:
-            raise ExportError(f"fp16 export needs a BottomUpSingleAnimal-like wrapper; "
-                              f"{type(wrapper).__name__} lacks {', '.join(missing)}")
-        self.normalize = copy.deepcopy(wrapper.normalize).float()
-        self.model = copy.deepcopy(wrapper.model).half().eval()
-        self.head = wrapper.head
-        self.stride = wrapper.stride
+        self.model = model.half().eval()
+        for head in self.model.heads.values():
+            head.predictor.float()
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(self.normalize(frames).half())
-        head = {name: t.float() for name, t in outputs[self.head].items()}
-        predictor = self.model.heads[self.head].predictor
-        return predictor(self.stride, head)["poses"].to(torch.float32)
+    @property
+    def heads(self) -> nn.ModuleDict:
+        return self.model.heads
+
+    def get_stride(self, head_name: str) -> float:
+        return self.model.get_stride(head_name)
+
+    def forward(self, x: torch.Tensor, **kwargs: torch.Tensor
+                ) -> dict[str, dict[str, torch.Tensor]]:
+        # Keyword inputs (a CTD model's cond_kpts) stay fp32: the condition encoder draws its
+        # maps from them in fp32 (crop coordinates in half would be 0.125 px apart at 256 px).
+        outputs = self.model(x.half(), **kwargs)
+        return {head: {name: t.float() for name, t in out.items()}
+                for head, out in outputs.items()}
+
+
+def half_precision(wrapper: nn.Module) -> nn.Module:
+    """A copy of ``wrapper`` (any export wrapper holding its PoseModel as ``.model``) whose
+    network runs in half; the caller's wrapper stays fp32."""
+    if not isinstance(getattr(wrapper, "model", None), nn.Module) or \
+            not hasattr(wrapper.model, "heads"):
+        raise ExportError(f"fp16 export needs a wrapper holding its PoseModel as .model; "
+                          f"{type(wrapper).__name__} does not")
+    half = copy.deepcopy(wrapper)
+    half.model = HalfPrecisionNetwork(half.model)
+    return half.eval()
 
 
 def _as_tensor(example: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -140,7 +161,8 @@ def _second_shape(example: torch.Tensor) -> torch.Tensor | None:
 def export_torch_artifact(wrapper: nn.Module, example: torch.Tensor | np.ndarray,
                           path: str | Path, precision: str = "fp32", method: str = "torchscript",
                           *, device: str = "cpu", tolerance_px: float = DEFAULT_TOLERANCE_PX,
-                          max_batch: int = 64) -> ParityReport:
+                          max_batch: int = 64,
+                          check: Callable[[Any], ParityReport] | None = None) -> ParityReport:
     """Saves ``wrapper`` as a torch artifact at ``path`` and checks it against the eager model.
 
     The file is written to a temporary sibling, reloaded the way the runtime loads it and
@@ -158,6 +180,9 @@ def export_torch_artifact(wrapper: nn.Module, example: torch.Tensor | np.ndarray
         device: where to trace and check ("cpu" or "cuda"); fp16 is best checked on CUDA.
         tolerance_px: largest keypoint difference (px) from the eager fp32 model accepted.
         max_batch: upper batch bound for ``torch.export``'s dynamic batch dimension.
+        check: ``check(loaded) -> ParityReport`` (raising ParityError to refuse) instead of the
+            direct comparison of ``keypoints`` outputs: graphs with other outputs (multi-animal
+            PAF or DEKR tensors) are checked after the runtime's host steps by the exporter.
 
     Returns:
         The parity report of the reloaded artifact against the eager model.
@@ -176,12 +201,12 @@ def export_torch_artifact(wrapper: nn.Module, example: torch.Tensor | np.ndarray
     # On another device, check against a copy so the caller's wrapper stays where it is.
     reference = wrapper.eval() if device_t.type == "cpu" else \
         copy.deepcopy(wrapper).eval().to(device_t)
-    module = (HalfPrecisionPose(reference) if precision == "fp16" else reference).eval()
+    module = (half_precision(reference) if precision == "fp16" else reference).eval()
 
     report = save_checked_artifact(
         module, (example.to(device_t),), path,
-        lambda loaded: _check(reference, loaded, example, device_t, precision, method,
-                              tolerance_px),
+        check or (lambda loaded: _check(reference, loaded, example, device_t, precision,
+                                        method, tolerance_px)),
         method=method, device=device, max_batch=max_batch, what=f"({precision})")
     log.info("torch artifact %s written (%s)", path, report.summary())
     return report
@@ -263,7 +288,8 @@ def torch_artifact_file(precision: str, method: str = "torchscript", graph: str 
 def add_torch_artifact(bundle_dir: str | Path, wrapper: nn.Module,
                        example: torch.Tensor | np.ndarray, precision: str = "fp32", *,
                        method: str = "torchscript", device: str = "cpu",
-                       tolerance_px: float = DEFAULT_TOLERANCE_PX) -> GraphSpec:
+                       tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                       check: Callable[[Any], ParityReport] | None = None) -> GraphSpec:
     """Adds a checked torch artifact to a bundle and lists it in the manifest.
 
     Writes ``pose.<precision>.torchscript.pt`` (or ``.pt2``), its parity report
@@ -273,7 +299,7 @@ def add_torch_artifact(bundle_dir: str | Path, wrapper: nn.Module,
 
     Args:
         bundle_dir: a bundle folder (or an export's staging folder) with a manifest.
-        wrapper, example, precision, method, device, tolerance_px: see
+        wrapper, example, precision, method, device, tolerance_px, check: see
             :func:`export_torch_artifact`.
 
     Returns:
@@ -284,7 +310,7 @@ def add_torch_artifact(bundle_dir: str | Path, wrapper: nn.Module,
     file = torch_artifact_file(precision, method)
     report = export_torch_artifact(wrapper, example, bundle_dir / file, precision, method,
                                    device=device, tolerance_px=tolerance_px,
-                                   max_batch=bundle.input.batch.max)
+                                   max_batch=bundle.input.batch.max, check=check)
     report.to_json(bundle_dir / f"parity.torch_{precision}.json")
     pose = bundle.graph("pose")
     spec = GraphSpec(file=file, opset=None,

@@ -33,12 +33,7 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import shutil
 
 import numpy as np
@@ -44,25 +45,15 @@ from dlc_train.config import (
 from dlc_train.data.dlcloader import DLCLoader
 from dlc_train.models.heads.rtmcc import RTMCCHead
 from dlc_train.models.loading import build_model_from_config
+from frames import textured_frames
+from trained_like import half_unsupported
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c", "d"],
            "individuals": ["m1", "m2", "m3"], "uniquebodyparts": [], "project_path": "/tmp/none"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def textured_frames(n: int = 2, h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
-    """Upsampled noise: smooth enough to look like an image, varied enough to avoid ties."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 4, w // 4, 3 * n), dtype=np.uint8)
-    big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(big.reshape(h, w, n, 3).transpose(2, 0, 1, 3))
 
 
 def ctd_config(net_type: str, width: int = 64, height: int = 64, project: dict = PROJECT,
@@ -415,16 +406,12 @@ def test_conditions_model_is_found(ctd_project, conditions):
     assert found == (trains[1] / "pytorch_config.yaml", trains[1] / "snapshot-005.pt")
 
 
-def test_explicit_conditions_model_and_refused_options(ctd_project, tmp_path):
+def test_explicit_conditions_model_errors(ctd_project, tmp_path):
     _, trains = ctd_project
     config, snapshot = _copy_ctd(trains, tmp_path, "/data/bu_predictions.h5")
     with pytest.raises(ExportError, match="together"):
         export_ctd_bundle(config, snapshot, tmp_path / "x.bundle",
                           conditions_config=trains[1] / "pytorch_config.yaml")
-    with pytest.raises(ExportError, match="tensorrt_precision"):
-        export_ctd_bundle(config, snapshot, tmp_path / "x.bundle", tensorrt_precision="fp16",
-                          conditions_config=trains[1] / "pytorch_config.yaml",
-                          conditions_snapshot=trains[1] / "snapshot-005.pt")
     other = copy.deepcopy(read_config_as_dict(trains[1] / "pytorch_config.yaml"))
     other["metadata"]["bodyparts"] = ["x", "y", "z", "w"]
     write_config(tmp_path / "bu.yaml", other)
@@ -459,3 +446,181 @@ def test_cli_export_with_explicit_conditions_model(ctd_project, tmp_path):
     bundle = Bundle.load(out)
     assert bundle.task == "cond_top_down" and bundle.input.batch.max == 4
     assert Bundle.load(out / "conditions").input.batch.max == 4
+
+
+# -- torch artifacts and TensorRT engines of both graphs ------------------------------------
+
+@pytest.fixture(scope="module")
+def ctd_torch_bundle(ctd_project, tmp_path_factory):
+    """A CTD bundle with fp32 torch artifacts of both graphs."""
+    from dlc_export.export import export_bundle
+
+    _, trains = ctd_project
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("ctd_torch") / "ctd.bundle"
+    return export_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt", out,
+                         frames=textured_frames(2, 120, 160), simplify=False,
+                         torch_precisions=("fp32",))
+
+
+def test_torch_artifacts_of_both_graphs_are_checked_and_listed(ctd_torch_bundle):
+    from dlc_runtime.bundle import Bundle
+
+    folder = ctd_torch_bundle.bundle_dir
+    bundle = Bundle.load(folder)  # checks every listed file's sha256, the nested ones too
+    graphs = bundle.manifest.graphs
+    assert graphs["pose_torch_fp32"].file == "pose.fp32.torchscript.pt"
+    assert graphs["conditions_torch_fp32"].file == "conditions/pose.fp32.torchscript.pt"
+    assert [t.name for t in graphs["pose_torch_fp32"].inputs] == ["images", "conditions"]
+    assert graphs["conditions_torch_fp32"].outputs == graphs["conditions"].outputs
+    for name in ("pose_torch_fp32", "conditions_torch_fp32"):
+        assert graphs[name].sha256 and (folder / graphs[name].file).is_file()
+    report = json.loads((folder / "parity.torch_fp32.json").read_text())
+    assert report["passed"] and report["max_px"] <= 0.5
+    assert report["conditions_parity"] == "conditions/parity.torch_fp32.json"
+    nested = json.loads((folder / report["conditions_parity"]).read_text())
+    assert nested["passed"] and nested["max_px"] <= 0.5
+    assert not list(folder.glob(".*"))
+
+
+def test_torch_backend_runs_the_ctd_pipeline_like_onnxruntime(ctd_torch_bundle, ctd_project):
+    """The user's path: analyze_video(backend="torch") opens the conditions artifact, runs the
+    nested bottom-up pipeline on it, then the CTD pose artifact; same keypoints as onnxruntime."""
+    from dlc_runtime import analyze_video
+
+    proj, _ = ctd_project
+    runs = {kind: analyze_video(ctd_torch_bundle.bundle_dir, proj.video_path,
+                                proj.project_dir / f"out-{kind}", batch_size=2,
+                                progress=False, backend=kind)
+            for kind in ("onnxruntime", "torch")}
+    a = pd.read_hdf(runs["onnxruntime"].h5_path).to_numpy()
+    b = pd.read_hdf(runs["torch"].h5_path).to_numpy()
+    assert a.shape == b.shape and len(a) == 4
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    found = ~np.isnan(a)
+    assert found.any()  # the conditions model finds animals: the pose graph really ran
+    assert np.abs(a[found] - b[found]).max() <= 0.5
+
+
+def test_nested_artifacts_are_listed_for_the_conditions_graph():
+    """The CTD manifest points its conditions graph at the nested bundle's own torch artifacts
+    and engines (built and checked by its export), with paths relative to the CTD bundle."""
+    from dlc_export.ctd_artifacts import nested_engine_entries, nested_torch_graphs
+    from dlc_runtime.bundle import BatchRange, GraphSpec, InputSpec, Manifest, TensorSpec
+
+    out = [TensorSpec("keypoints", "float32", ["batch", 2, 4, 3])]
+    images = [TensorSpec("images", "uint8", ["batch", "height", "width", 3])]
+    nested = Manifest(task="bottom_up", scorer="s", bodyparts=list("abcd"), unique_bodyparts=[],
+                      individuals=["m1", "m2"], multi_animal=True,
+                      input=InputSpec(batch=BatchRange(1, 4, 8)), decoder={},
+                      graphs={"pose": GraphSpec(file="pose.onnx", inputs=images, outputs=out,
+                                                opset=17),
+                              "pose_torch_fp16": GraphSpec(file="pose.fp16.torchscript.pt",
+                                                           inputs=images, outputs=out)},
+                      engines=[{"file": "pose.engine", "graph": "pose", "precision": "fp16",
+                                "gpu_name": "NVIDIA H100", "sha256": "ab"}])
+    graphs = nested_torch_graphs(nested)
+    assert list(graphs) == ["conditions_torch_fp16"]
+    assert graphs["conditions_torch_fp16"].file == "conditions/pose.fp16.torchscript.pt"
+    assert graphs["conditions_torch_fp16"].outputs == out
+    assert nested_engine_entries(nested) == [
+        {"file": "conditions/pose.engine", "graph": "conditions", "precision": "fp16",
+         "gpu_name": "NVIDIA H100", "sha256": "ab"}]
+
+
+def test_half_pose_network_decodes_in_fp32(ctd_project):
+    """fp16 artifacts run the CTD network in half but crop, draw conditions and decode in fp32
+    (their parity is measured on CUDA: see test_cuda_fp16_artifacts)."""
+    from dlc_export.ctd import CondPoseOnCrops
+    from dlc_export.torch_export import HalfPrecisionNetwork
+
+    _, trains = ctd_project
+    cfg = read_config_as_dict(trains[2] / "pytorch_config.yaml")
+    model = build_model_from_config(cfg).eval()
+    half = CondPoseOnCrops(HalfPrecisionNetwork(copy.deepcopy(model)))
+    network = {p.dtype for n, p in half.model.named_parameters() if ".predictor." not in n}
+    assert network == {torch.float16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # converted a copy
+    k = int(model.backbone.cond_enc.num_joints)
+    crops = torch.randn(2, 3, 64, 64)
+    conditions = torch.rand(2, k, 3) * 60
+    try:
+        with torch.no_grad():
+            out = half(crops, conditions)
+    except Exception as err:
+        if half_unsupported(err):
+            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
+        raise
+    assert out.dtype == torch.float32 and out.shape == (2, k, 3)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.gpu
+def test_cuda_fp16_artifacts(ctd_project, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch")
+    from dlc_export.export import export_bundle
+
+    _, trains = ctd_project
+    result = export_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
+                           tmp_path / "ctd.bundle", frames=textured_frames(2, 120, 160),
+                           torch_precisions=("fp16",), device="cuda", simplify=False)
+    report = json.loads((result.bundle_dir / "parity.torch_fp16.json").read_text())
+    assert report["passed"] and report["backend"] == "torch-torchscript-fp16-cuda"
+
+
+def test_tensorrt_without_tensorrt_is_one_line_and_writes_nothing(ctd_project, ctd_torch_bundle,
+                                                                 tmp_path, monkeypatch):
+    import sys
+
+    from dlc_export.tensorrt_build import TENSORRT_MISSING
+    from dlc_runtime import BackendError, make_backend
+    from dlc_runtime.bundle import Bundle
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` -> ImportError
+    _, trains = ctd_project
+    with pytest.raises(ExportError) as info:
+        export_ctd_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
+                          tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
+                          tensorrt_precision="fp16")
+    assert str(info.value) == TENSORRT_MISSING  # said before any graph is exported
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(BackendError, match="no TensorRT engine for graph 'conditions'"):
+        make_backend(Bundle.load(ctd_torch_bundle.bundle_dir), "tensorrt", device="cuda",
+                     graph="conditions")
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tensorrt_engines_of_both_graphs(ctd_project, tmp_path, precision):
+    pytest.importorskip("tensorrt")
+    from dlc_runtime import analyze_video
+    from dlc_runtime.bundle import Bundle
+
+    proj, trains = ctd_project
+    result = export_ctd_bundle(
+        trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
+        tmp_path / "ctd.bundle", frames=textured_frames(4, 120, 160),
+        tensorrt_precision=precision, frame_size=(120, 160),
+        calibration_videos=(proj.video_path,) if precision == "int8" else (),
+        # int8 of random weights has no meaningful gate: it must build, run and report.
+        allow_parity_failure=precision == "int8")
+    report = json.loads((result.bundle_dir / f"parity.tensorrt_{precision}.json").read_text())
+    assert report["backend"] == f"tensorrt-{precision}" and (report["passed"] or
+                                                               precision == "int8")
+    engines = {e["graph"]: e for e in Bundle.load(result.bundle_dir).manifest.engines}
+    assert engines["conditions"]["file"] == "conditions/pose.engine"
+    assert engines["pose"]["file"] == "pose.engine"
+    profile = engines["pose"]["profiles"][0]
+    assert profile["max"][1:] == [120, 160, 3]
+    assert profile["extra_inputs"]["conditions"]["max"] == [profile["max"][0], 2, 4, 3]
+    ort = analyze_video(result.bundle_dir, proj.video_path, tmp_path / "ort", batch_size=2,
+                        progress=False)
+    trt = analyze_video(result.bundle_dir, proj.video_path, tmp_path / "trt", batch_size=2,
+                        progress=False, backend="tensorrt", device="cuda")
+    a, b = pd.read_hdf(ort.h5_path).to_numpy(), pd.read_hdf(trt.h5_path).to_numpy()
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    if precision == "fp32":
+        found = ~np.isnan(a)
+        assert np.abs(a[found] - b[found]).max() <= 0.5

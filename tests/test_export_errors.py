@@ -31,12 +31,7 @@ NO_BODYPARTS = {"missing": lambda metadata: metadata.pop("bodyparts"),
                 "null": lambda metadata: metadata.update(bodyparts=None)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _shuffle_without_bodyparts(folder: Path, net_type: str, project: dict,

@@ -30,6 +30,7 @@ from dlc_export.tensorrt_ops import check_tensorrt_operators
 from dlc_train.config import make_pytorch_pose_config, read_config_as_dict, write_config
 from dlc_train.config.detectors import detector_config
 from dlc_train.models.detectors import FasterRCNN, deeplabcut_detector_input
+from frames import textured_frames
 
 VARIANTS = ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn_v2")
 #: Small-input settings (see the module docstring).
@@ -37,20 +38,8 @@ FAST = {"min_size": 128, "max_size": 213, "rpn_pre_nms_top_n_test": 150,
         "rpn_post_nms_top_n_test": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def textured_frames(n: int = 2, h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
-    """Upsampled noise: smooth enough to look like an image, varied enough to avoid ties."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 4, w // 4, 3 * n), dtype=np.uint8)
-    big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(big.reshape(h, w, n, 3).transpose(2, 0, 1, 3))
 
 
 def fast_detector_section(variant: str) -> dict:

@@ -41,25 +41,15 @@ from dlc_train.config import (
 from dlc_train.config.detectors import detector_config
 from dlc_export.wrappers import NormalizeFrames
 from dlc_train.models.loading import build_model_from_config, build_model_from_snapshot
+from frames import textured_frames
+from trained_like import half_unsupported, train_heatmap_peaks
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c"],
            "individuals": ["m1", "m2"], "uniquebodyparts": [], "project_path": "/tmp/none"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def textured_frames(n: int = 2, h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
-    """Upsampled noise: smooth enough to look like an image, varied enough to avoid ties."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 4, w // 4, 3 * n), dtype=np.uint8)
-    big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(big.reshape(h, w, n, 3).transpose(2, 0, 1, 3))
 
 
 def spread_detector(det, frames: np.ndarray) -> None:
@@ -372,37 +362,19 @@ def test_analyze_video_with_the_torch_backend(td_project, td_torch_bundle, tmp_p
     assert meta["data"]["dlc-deploy"]["backend"] == "torch-cpu-fp32"
 
 
-def peaked_pose_snapshot(train, dest, frames: np.ndarray, steps: int = 40):
-    """A copy of the shuffle folder ``train`` whose pose snapshot has real heatmap peaks.
-
-    An untrained head's heatmaps are almost flat (range ~0.01): two cells can differ by 2e-7,
-    below fp16's resolution, so a half network may pick the other one (measured: 1 of 20
-    keypoints, 48 px away). That is a tie, not an export fault. A few Adam steps towards one
-    Gaussian per keypoint give peaks like a trained model's (measured: smallest top-two gap
-    0.28 vs a largest fp16 heatmap error of 0.002), so fp16 parity is decided by the export.
-    """
+def peaked_pose_snapshot(train, dest, frames: np.ndarray):
+    """A copy of the shuffle folder ``train`` whose pose snapshot has real heatmap peaks (see
+    ``trained_like``: with untrained weights one keypoint's two best cells differed by 2.5e-7,
+    so fp16 picked the other one, 48 px away), trained on the crops the parity check takes."""
     shutil.copytree(train, dest)
     cfg = read_config_as_dict(dest / "pytorch_config.yaml")
     model = build_model_from_snapshot(cfg, dest / "snapshot-005.pt")
     crop_w, crop_h, margin = crop_settings(cfg)
-    boxes = torch.from_numpy(parity_boxes(frames, 2))
     norm = NormalizeFrames()
     crops, _, _ = TopDownCrop(crop_w, crop_h, margin)(
-        torch.from_numpy(frames).float().permute(0, 3, 1, 2), boxes)
-    crops = (crops - norm.mean) * norm.scale
-    torch.manual_seed(0)
-    with torch.no_grad():
-        n, k, h, w = model(crops)["bodypart"]["heatmap"].shape
-    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
-    cy, cx = torch.randint(1, h - 1, (k,)).float(), torch.randint(1, w - 1, (k,)).float()
-    target = torch.exp(-((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2) / 2)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-    model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        heatmaps = model(crops)["bodypart"]["heatmap"]
-        ((heatmaps - target.expand_as(heatmaps)) ** 2).mean().backward()
-        optimizer.step()
+        torch.from_numpy(frames).float().permute(0, 3, 1, 2),
+        torch.from_numpy(parity_boxes(frames, 2)))
+    train_heatmap_peaks(model, (crops - norm.mean) * norm.scale)
     torch.save({"metadata": {"epoch": 5}, "model": model.state_dict()},
                dest / "snapshot-005.pt")
     return dest
@@ -422,8 +394,7 @@ def test_fp16_pose_artifact_on_cpu(td_project, tmp_path):
                                         frames=frames, simplify=False,
                                         torch_precisions=("fp16",))
     except Exception as err:
-        msg = str(err).lower()
-        if "not implemented" in msg or "notimplementederror" in msg:
+        if half_unsupported(err):
             pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
         raise
     bundle = Bundle.load(result.bundle_dir)

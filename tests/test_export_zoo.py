@@ -266,3 +266,37 @@ def test_two_animal_project_exports_and_analyzes(tmp_path):
     assert list(df.columns.get_level_values("bodyparts").unique()) == \
         project_cfg["multianimalbodyparts"]
     assert len(df) == spec.num_video_frames and list(df.index) == list(range(len(df)))
+
+
+@pytest.mark.parametrize("net_type,heads", [("resnet_tiny", ()),
+                                            ("dekr_w18", ("unique", "identity"))])
+def test_multi_animal_torch_artifacts_analyze_like_onnxruntime(tmp_path, net_type, heads):
+    """Torch artifacts of multi-animal graphs (PAF tensors; DEKR poses with unique bodyparts
+    and identity scores): checked through the runtime's host steps at export, then the same
+    .h5 from analyze_video with backend torch as with onnxruntime."""
+    from dlc_train.synthetic import SyntheticSpec, generate_project
+
+    spec = SyntheticSpec(num_animals=2, width=128, height=96, num_labeled_frames=2,
+                         num_video_frames=5, seed=2)
+    project = generate_project(tmp_path / "proj", spec)
+    config_path, snapshot, _ = _make_shuffle(tmp_path / "shuffle", net_type,
+                                             _project(True, heads))
+    result = export_bundle(config_path, snapshot, tmp_path / "ma.bundle",
+                           frames=_frames(4, 96, 128, seed=3), simplify=False,
+                           torch_precisions=("fp32",))
+    bundle = Bundle.load(result.bundle_dir)
+    artifact = bundle.graph("pose_torch_fp32")
+    assert artifact.outputs == bundle.graph("pose").outputs and len(artifact.outputs) > 1
+    report = __import__("json").loads((result.bundle_dir / "parity.torch_fp32.json").read_text())
+    assert report["passed"] and report["backend"] == "torch-cpu-fp32"
+    h5 = {}
+    for kind in ("onnxruntime", "torch"):
+        run = analyze_video(result.bundle_dir, project.video_path, tmp_path / kind,
+                            progress=False, backend=kind)
+        h5[kind] = pd.read_hdf(run.h5_path, "df_with_missing")
+    a, b = h5["onnxruntime"].to_numpy(), h5["torch"].to_numpy()
+    assert h5["torch"].columns.equals(h5["onnxruntime"].columns)
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    assert (~np.isnan(a)).any()
+    found = ~np.isnan(a)
+    assert np.abs(a[found] - b[found]).max() <= TOLERANCE_PX

@@ -22,12 +22,7 @@ SIZES = [(16, 16, 8, 8), (7, 9, 3, 4), (13, 11, 5, 7), (64, 48, 17, 13), (100, 3
          (5, 6, 1, 2), (33, 65, 4, 9)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("in_h,in_w,out_h,out_w", SIZES)

@@ -54,13 +54,6 @@ class ExportPlan:
     def inputs(self) -> list[TensorSpec]:
         return [TensorSpec("images", "uint8", list(FRAME_AXES))]
 
-    def check_torch_artifacts(self) -> None:
-        """Torch artifacts (runtime ``torch`` backend) carry one ``keypoints`` output only."""
-        if self.output_names != ("keypoints",):
-            raise ExportError(f"torch artifacts (--format torch) support graphs with a single "
-                              f"'keypoints' output; this {self.kind} model's graph returns "
-                              f"{', '.join(self.output_names)}: use the ONNX or TensorRT bundle")
-
 
 def metadata_names(cfg: dict) -> tuple[list[str], list[str], list[str]]:
     """(bodyparts, unique bodyparts, individuals) of a pytorch_config.yaml's metadata."""

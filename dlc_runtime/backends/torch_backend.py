@@ -98,11 +98,13 @@ class TorchBackend(Backend):
         input_names: the artifact's inputs in call order, frames first (the top-down pose
             graph's are ``images``, ``boxes``).
         output_names: names of the outputs it returns, in order.
+        module: the artifact at ``path`` already loaded (the exporter checks a file it has just
+            written and reloaded); None loads it from ``path``.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
                  label: str = "", input_names: tuple[str, ...] = ("images",),
-                 output_names: tuple[str, ...] = ("keypoints",)) -> None:
+                 output_names: tuple[str, ...] = ("keypoints",), module: Any = None) -> None:
         torch = self._torch = _import_torch()
         kind, _, index = device.partition(":")
         if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
@@ -115,20 +117,7 @@ class TorchBackend(Backend):
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
         self.path = Path(path)
-        try:
-            if self.path.suffix == EXPORT_SUFFIX:
-                # Exported programs are captured in eval mode and refuse .eval() on the module.
-                module = torch.export.load(str(self.path)).module().to(self.device)
-            else:
-                with warnings.catch_warnings():
-                    # torch 2.13 marks TorchScript deprecated; it still loads and runs fine.
-                    warnings.filterwarnings("ignore", category=DeprecationWarning)
-                    module = torch.jit.load(str(self.path), map_location=self.device).eval()
-        except Exception as exc:  # torch raises RuntimeError, pickle errors, zipfile errors...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendError(f"torch cannot load {self.path}: {first}; re-export the bundle "
-                               "with --format torch, or check the torch version") from exc
-        self.module = module
+        self.module = module if module is not None else self._load()
         self.input_names = list(input_names)
         self.output_names = list(output_names)
         self.name = f"torch-{kind}" + (f"-{label}" if label else "")
@@ -136,6 +125,21 @@ class TorchBackend(Backend):
         # would cost a page-locked allocation each time. Reuse is safe because run() blocks on
         # the device-to-host copy of the outputs, so the upload has finished before we return.
         self._pinned: Any = None
+
+    def _load(self) -> Any:
+        torch = self._torch
+        try:
+            if self.path.suffix == EXPORT_SUFFIX:
+                # Exported programs are captured in eval mode and refuse .eval() on the module.
+                return torch.export.load(str(self.path)).module().to(self.device)
+            with warnings.catch_warnings():
+                # torch 2.13 marks TorchScript deprecated; it still loads and runs fine.
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                return torch.jit.load(str(self.path), map_location=self.device).eval()
+        except Exception as exc:  # torch raises RuntimeError, pickle errors, zipfile errors...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"torch cannot load {self.path}: {first}; re-export the bundle "
+                               "with --format torch, or check the torch version") from exc
 
     def _to_device(self, images: np.ndarray) -> Any:
         torch = self._torch

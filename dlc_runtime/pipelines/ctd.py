@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dlc_runtime.bundle import Bundle
-from dlc_runtime.errors import BackendError, BundleError
-from dlc_runtime.pipelines.base import PoseResult, make_pipeline, register_pipeline
+from dlc_runtime.errors import BundleError
+from dlc_runtime.pipelines.base import make_pipeline, register_pipeline
+from dlc_runtime.pipelines.slots import SlotPipeline
 
 if TYPE_CHECKING:
     from dlc_runtime.backends.base import Backend
@@ -91,7 +92,7 @@ def select_conditions(keypoints: np.ndarray, m: int, frame_hw: tuple[int, int],
 
 
 @register_pipeline("cond_top_down")
-class CondTopDownPipeline:
+class CondTopDownPipeline(SlotPipeline):
     """Runs a CTD bundle: its nested conditions bundle, then its pose graph.
 
     Args:
@@ -104,48 +105,44 @@ class CondTopDownPipeline:
     """
 
     backend_graph = "conditions"
+    task = "cond_top_down"
+    graphs = ("conditions", "pose")
 
     def __init__(self, bundle: Bundle, backend: Backend | None = None,
                  device: str = "cpu") -> None:
         where = str(bundle.path)
-        if bundle.task != "cond_top_down":
-            raise BundleError(f"{where}: CondTopDownPipeline needs a cond_top_down bundle, got "
-                              f"'{bundle.task}'")
-        for name in ("conditions", "pose"):
-            if name not in bundle.manifest.graphs:
-                raise BundleError(f"{where}: a cond_top_down bundle needs a '{name}' graph; "
-                                  "re-export the bundle")
         decoder = bundle.manifest.decoder
-        self.bundle = bundle
-        self.m = int(decoder.get("max_individuals", len(bundle.individuals)))
         self.bbox_margin = float(decoder.get("bbox_margin", 20))
         self.min_score = float(decoder.get("min_condition_score", MIN_CONDITION_SCORE))
-        self.n_bodyparts = len(bundle.bodyparts)
-        self.conditions_bundle = Bundle.load(
-            bundle.path / str(decoder.get("conditions_bundle", "conditions")))
-        if self.conditions_bundle.task != "bottom_up":
-            raise BundleError(f"{self.conditions_bundle.path}: the conditions bundle must be "
-                              f"bottom_up, got '{self.conditions_bundle.task}'; re-export")
-        if self.conditions_bundle.bodyparts != bundle.bodyparts:
-            raise BundleError(f"{where}: the conditions bundle's bodyparts "
-                              f"{self.conditions_bundle.bodyparts} differ from {bundle.bodyparts}"
-                              "; re-export the bundle")
-        self._owned: list[Backend] = []
-        if backend is None:
-            from dlc_runtime.backends.base import make_backend
+        if bundle.task == self.task:  # else the base class refuses it, naming the task
+            self.conditions_bundle = Bundle.load(
+                bundle.path / str(decoder.get("conditions_bundle", "conditions")))
+            if self.conditions_bundle.task != "bottom_up":
+                raise BundleError(f"{self.conditions_bundle.path}: the conditions bundle must "
+                                  f"be bottom_up, got '{self.conditions_bundle.task}'; re-export")
+            if self.conditions_bundle.bodyparts != bundle.bodyparts:
+                raise BundleError(f"{where}: the conditions bundle's bodyparts "
+                                  f"{self.conditions_bundle.bodyparts} differ from "
+                                  f"{bundle.bodyparts}; re-export the bundle")
+        super().__init__(bundle, backend, device)
 
-            backend = make_backend(bundle, "onnxruntime", device, graph="conditions")
-            self._owned.append(backend)
+    def _open(self, backend: Backend) -> None:
         expected = [o.name for o in self.conditions_bundle.graph("pose").outputs]
         if list(getattr(backend, "output_names", None) or []) != expected:
             # A backend handed over for another graph: open the conditions graph beside it.
-            backend = backend.open_graph(bundle, "conditions")
-            self._owned.append(backend)
+            backend = self._own(backend.open_graph(self.bundle, "conditions"))
+        self.conditions_backend = backend
         self.conditions = make_pipeline(self.conditions_bundle, backend)
         # The two-input pose graph, on a backend of the same kind, device and options.
-        self.pose = backend.open_graph(bundle, "pose")
-        self._owned.append(self.pose)
-        self.batch = bundle.input.batch
+        self.pose = self._own(backend.open_graph(self.bundle, "pose"))
+
+    @property
+    def backend_name(self) -> str:
+        """What ran: one name, or one per graph when they differ."""
+        first = self.conditions_backend.name
+        if first == self.pose.name:
+            return first
+        return f"{first} (conditions), {self.pose.name} (pose)"
 
     def check_frame_size(self, width: int, height: int, source: str = "video") -> None:
         """The pose graph takes any size; the conditions bundle decides."""
@@ -153,39 +150,9 @@ class CondTopDownPipeline:
         if check is not None:
             check(width, height, source)
 
-    def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(frames, dtype=np.uint8)
-
     def inference(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         found = self.conditions(images).keypoints
         chosen, valid = select_conditions(found, self.m, images.shape[1:3], self.bbox_margin,
                                           self.min_score)
         keypoints = self.pose.run(images, conditions=chosen)["keypoints"]
         return keypoints, valid
-
-    def postprocess(self, keypoints: np.ndarray, valid: np.ndarray) -> PoseResult:
-        if keypoints.ndim != 4 or keypoints.shape[1:] != (self.m, self.n_bodyparts, 3):
-            raise BackendError(f"pose graph of {self.bundle.path} returned keypoints of shape "
-                               f"{keypoints.shape}, expected (B, {self.m}, {self.n_bodyparts}, "
-                               "3); re-export it")
-        kp = keypoints.astype(np.float32, copy=True)
-        kp[~valid] = (np.nan, np.nan, 0.0)
-        n = len(self.bundle.individuals)
-        if self.m < n:  # fewer slots than individuals: the rest stay empty
-            pad = np.full((len(kp), n - self.m, self.n_bodyparts, 3), np.nan, np.float32)
-            pad[..., 2] = 0.0
-            kp = np.concatenate([kp, pad], axis=1)
-        return PoseResult(keypoints=kp[:, :n])
-
-    def __call__(self, frames: np.ndarray) -> PoseResult:
-        """Keypoints (B, N, K, 3) of a (B, H, W, 3) uint8 RGB batch."""
-        if len(frames) > self.batch.max:
-            parts = [self(frames[i: i + self.batch.max])
-                     for i in range(0, len(frames), self.batch.max)]
-            return PoseResult(keypoints=np.concatenate([p.keypoints for p in parts]))
-        return self.postprocess(*self.inference(self.preprocess(frames)))
-
-    def close(self) -> None:
-        """Closes the backends this pipeline opened (not the one handed over). Idempotent."""
-        while self._owned:
-            self._owned.pop().close()

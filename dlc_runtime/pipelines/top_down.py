@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dlc_runtime.errors import BackendError, BundleError
-from dlc_runtime.pipelines.base import PoseResult, register_pipeline
+from dlc_runtime.errors import BackendError
+from dlc_runtime.pipelines.base import register_pipeline
+from dlc_runtime.pipelines.slots import SlotPipeline
 
 if TYPE_CHECKING:
     from dlc_runtime.backends.base import Backend
@@ -49,7 +50,7 @@ def select_boxes(boxes: np.ndarray, scores: np.ndarray, m: int, threshold: float
 
 
 @register_pipeline("top_down")
-class TopDownPipeline:
+class TopDownPipeline(SlotPipeline):
     """Runs a top-down bundle's detector and pose graphs on batches of frames.
 
     Args:
@@ -61,42 +62,22 @@ class TopDownPipeline:
     """
 
     backend_graph = "detector"  # the graph of the backend handed in; the pose one is opened
+    task = "top_down"
+    graphs = ("detector", "pose")
 
     def __init__(self, bundle: Bundle, backend: Backend | None = None,
                  device: str = "cpu") -> None:
-        where = str(bundle.path)
-        if bundle.task != "top_down":
-            raise BundleError(f"{where}: TopDownPipeline needs a top_down bundle, got "
-                              f"'{bundle.task}'")
-        decoder = bundle.manifest.decoder
-        for name in ("detector", "pose"):
-            if name not in bundle.manifest.graphs:
-                raise BundleError(f"{where}: a top_down bundle needs a '{name}' graph; "
-                                  "re-export the bundle")
-        self.bundle = bundle
-        self.m = int(decoder.get("max_individuals", len(bundle.individuals)))
-        self.threshold = float(decoder.get("box_score_threshold", 0.1))
-        self.n_bodyparts = len(bundle.bodyparts)
-        self.batch = bundle.input.batch
-        self._owned: list[Backend] = []
-        try:
-            if backend is None:
-                from dlc_runtime.backends.base import make_backend
+        self.threshold = float(bundle.manifest.decoder.get("box_score_threshold", 0.1))
+        super().__init__(bundle, backend, device)
 
-                backend = make_backend(bundle, "onnxruntime", device, graph="detector")
-                self._owned.append(backend)
-            outputs = getattr(backend, "output_names", None)
-            if outputs is not None and not {"boxes", "scores"} <= set(outputs):
-                # Handed a backend for another graph (make_backend(bundle) runs "pose"): open
-                # the detector beside it, same kind and options.
-                backend = backend.open_graph(bundle, "detector")
-                self._owned.append(backend)
-            self.detector = backend
-            self.pose = backend.open_graph(bundle, "pose")
-            self._owned.append(self.pose)
-        except BaseException:
-            self.close()  # e.g. no pose artifact for this backend: free what was opened
-            raise
+    def _open(self, backend: Backend) -> None:
+        outputs = getattr(backend, "output_names", None)
+        if outputs is not None and not {"boxes", "scores"} <= set(outputs):
+            # Handed a backend for another graph (make_backend(bundle) runs "pose"): open the
+            # detector beside it, same kind and options.
+            backend = self._own(backend.open_graph(self.bundle, "detector"))
+        self.detector = backend
+        self.pose = self._own(backend.open_graph(self.bundle, "pose"))
 
     @property
     def backend_name(self) -> str:
@@ -105,12 +86,6 @@ class TopDownPipeline:
         if self.detector.name == self.pose.name:
             return self.detector.name
         return f"{self.detector.name} (detector), {self.pose.name} (pose)"
-
-    def check_frame_size(self, width: int, height: int, source: str = "video") -> None:
-        """Both graphs take any frame size."""
-
-    def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(frames, dtype=np.uint8)
 
     def inference(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.detector.run(images)
@@ -123,31 +98,3 @@ class TopDownPipeline:
         chosen, valid = select_boxes(boxes, scores, self.m, self.threshold)
         keypoints = self.pose.run(images, boxes=chosen)["keypoints"]
         return keypoints, valid
-
-    def postprocess(self, keypoints: np.ndarray, valid: np.ndarray) -> PoseResult:
-        if keypoints.ndim != 4 or keypoints.shape[1:] != (self.m, self.n_bodyparts, 3):
-            raise BackendError(f"pose graph of {self.bundle.path} returned keypoints of shape "
-                               f"{keypoints.shape}, expected (B, {self.m}, {self.n_bodyparts}, "
-                               "3); re-export it")
-        kp = keypoints.astype(np.float32, copy=True)
-        kp[~valid] = (np.nan, np.nan, 0.0)
-        n = len(self.bundle.individuals)
-        if self.m < n:  # fewer slots than individuals: the rest stay empty
-            pad = np.full((len(kp), n - self.m, self.n_bodyparts, 3), np.nan, np.float32)
-            pad[..., 2] = 0.0
-            kp = np.concatenate([kp, pad], axis=1)
-        return PoseResult(keypoints=kp[:, :n])
-
-    def __call__(self, frames: np.ndarray) -> PoseResult:
-        """Keypoints (B, N, K, 3) of a (B, H, W, 3) uint8 RGB batch."""
-        if len(frames) > self.batch.max:
-            parts = [self(frames[i: i + self.batch.max])
-                     for i in range(0, len(frames), self.batch.max)]
-            return PoseResult(keypoints=np.concatenate([p.keypoints for p in parts]))
-        return self.postprocess(*self.inference(self.preprocess(frames)))
-
-    def close(self) -> None:
-        """Closes the backends this pipeline opened (not the one it was handed)."""
-        for backend in self._owned:
-            backend.close()
-        self._owned = []
