@@ -96,7 +96,8 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
                    "keypoints in frame pixels. With --format tensorrt also the frame size the "
                    "engine is built for (default: the frame's own size; TensorRT: the parity "
                    "frames'). Top-down networks already run at fixed sizes (the crop, the "
-                   "detector's resize): there it only sets the TensorRT engines' frame size.")
+                   "detector's resize): there it only sets the TensorRT engines' frame size. "
+                   "Conditional top-down: the network size of the bottom-up conditions model.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Largest batch the bundle is built for (manifest input.batch max and opt; "
                    "the TensorRT profile). The runtime splits larger batches.")

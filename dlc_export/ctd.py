@@ -39,8 +39,10 @@ from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import (
     DEFAULT_TOLERANCE_PX,
     ParityError,
+    ParityGate,
     ParityReport,
-    keypoint_errors,
+    parity_report,
+    project_pcutoff,
 )
 from dlc_export.top_down import PoseOnCrops, TopDownCrop
 from dlc_export.wrappers import NormalizeFrames, pad_divisor_from_config
@@ -635,11 +637,13 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
         if torch_precisions:
             add_ctd_torch_artifacts(staging, wrapper, parity_frames, conditions,
                                     tuple(torch_precisions), device=device,
-                                    tolerance_px=tolerance_px)
+                                    tolerance_px=tolerance_px,
+                                    pcutoff=project_pcutoff(project))
         if tensorrt_precision:
             add_ctd_engines(staging, tensorrt_precision, engine_size, calibration_videos)
             engine = check_ctd_engine(staging, tensorrt_precision, wrapper, parity_frames,
-                                      engine_size, source, tolerance_px)
+                                      engine_size, source, tolerance_px,
+                                      project_pcutoff(project))
             if not engine.passed and not allow_parity_failure:
                 raise ParityError(f"TensorRT {tensorrt_precision} pose engine: "
                                   f"{engine.summary()}; the bundle was not written "
@@ -660,7 +664,7 @@ def _ort_session(path: Path):
 
 
 def ctd_parity(wrapper: CondTopDownPose, run, cases: list[tuple[np.ndarray, np.ndarray]],
-               source: str, backend: str, tolerance_px: float) -> ParityReport:
+               source: str, backend: str, gate: ParityGate | float) -> ParityReport:
     """``run(frames, conditions) -> keypoints`` vs DeepLabCut's CPU steps + the PyTorch model,
     over ``cases`` of (frames (b, H, W, 3), conditions (b, M, K, 3)), two frames at a time."""
     ref, got = [], []
@@ -669,14 +673,10 @@ def ctd_parity(wrapper: CondTopDownPose, run, cases: list[tuple[np.ndarray, np.n
             f, c = frames[start:start + 2], conditions[start:start + 2]
             ref.append(eager_ctd(wrapper.pose, f, c, wrapper.settings).reshape(-1, 3))
             got.append(np.asarray(run(f, c), np.float32).reshape(-1, 3))
-    px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
-    first = cases[0][0]
-    return ParityReport(
-        frames=sum(len(f) for f, _ in cases),
-        frame_size=(int(first.shape[1]), int(first.shape[2])), source=source, backend=backend,
-        median_px=float(np.median(px)), max_px=float(px.max()),
-        p99_px=float(np.percentile(px, 99)), max_likelihood_abs=float(lik.max()),
-        tolerance_px=float(tolerance_px), passed=bool(px.max() <= tolerance_px))
+    return parity_report(np.concatenate(ref), np.concatenate(got),
+                         frames=sum(len(f) for f, _ in cases),
+                         frame_size=cases[0][0].shape[1:3], source=source, backend=backend,
+                         gate=gate)
 
 
 def _parity(wrapper: CondTopDownPose, pose_path: Path, frames: np.ndarray,

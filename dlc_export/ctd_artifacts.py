@@ -31,7 +31,13 @@ from dlc_export.ctd import (
     parity_conditions,
     write_ctd_parity,
 )
-from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport
+from dlc_export.parity import (
+    DEFAULT_PCUTOFF,
+    DEFAULT_TOLERANCE_PX,
+    ParityError,
+    ParityGate,
+    ParityReport,
+)
 from dlc_export.top_down import check_artifact_options, on_device, run_loaded, second_frames
 from dlc_runtime.bundle import Bundle, GraphSpec, Manifest, TensorSpec, write_manifest
 
@@ -69,7 +75,8 @@ def nested_engine_entries(nested: Manifest) -> list[dict]:
 def add_ctd_torch_artifacts(bundle_dir: Path, wrapper: CondTopDownPose, frames: np.ndarray,
                             conditions: np.ndarray, precisions: tuple[str, ...], *,
                             device: str = "cpu",
-                            tolerance_px: float = DEFAULT_TOLERANCE_PX) -> None:
+                            tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                            pcutoff: float = DEFAULT_PCUTOFF) -> None:
     """Adds checked TorchScript artifacts of the CTD pose graph to a (staged) CTD bundle, and
     lists the nested bundle's (already checked) ones for the ``conditions`` graph.
 
@@ -109,8 +116,9 @@ def add_ctd_torch_artifacts(bundle_dir: Path, wrapper: CondTopDownPose, frames: 
                    torch.from_numpy(conditions[:2]).to(device_t))
         report = save_checked_artifact(
             module.eval(), example, bundle_dir / file,
-            lambda loaded: _check_torch_ctd(loaded, device_t, wrapper, frames, conditions,
-                                            name, tolerance_px),
+            lambda loaded: _check_torch_ctd(
+                loaded, device_t, wrapper, frames, conditions, name,
+                ParityGate.for_precision(precision, tolerance_px, pcutoff)),
             device=device, max_batch=bundle.input.batch.max,
             what=f"of the CTD pose graph ({precision})")
         write_ctd_parity(bundle_dir / f"parity.torch_{precision}.json", report,
@@ -125,14 +133,14 @@ def add_ctd_torch_artifacts(bundle_dir: Path, wrapper: CondTopDownPose, frames: 
 
 def _check_torch_ctd(loaded, device: torch.device, wrapper: CondTopDownPose,
                      frames: np.ndarray, conditions: np.ndarray, name: str,
-                     tolerance_px: float) -> ParityReport:
+                     gate: ParityGate) -> ParityReport:
     """The reloaded artifact vs DeepLabCut's steps + the fp32 model; raises above the gate."""
     second = second_frames(frames)
     cases = [(frames, conditions),
              (second, parity_conditions(second, conditions.shape[1], conditions.shape[2],
                                         seed=1))]
     report = ctd_parity(wrapper, lambda f, c: run_loaded(loaded, device, f, c)[0], cases,
-                        "export parity frames and a smaller crop of them", name, tolerance_px)
+                        "export parity frames and a smaller crop of them", name, gate)
     if not report.passed:
         raise ParityError(f"{report.summary()}; the torch artifact was not written")
     return report
@@ -194,13 +202,12 @@ def add_ctd_engines(bundle_dir: Path, precision: str, frame_size: tuple[int, int
 
 def check_ctd_engine(bundle_dir: Path, precision: str, wrapper: CondTopDownPose,
                      frames: np.ndarray, frame_size: tuple[int, int], source: str,
-                     tolerance_px: float) -> ParityReport:
+                     tolerance_px: float, pcutoff: float = DEFAULT_PCUTOFF) -> ParityReport:
     """The pose engine just built vs DeepLabCut's eager CTD steps, on the parity frames
     (resized to the engine's frame size when they differ: both sides see the same frames) and
     synthetic conditions; written to ``parity.tensorrt_<precision>.json``. The conditions
     engine was checked by the nested export (``conditions/parity.tensorrt_<precision>.json``).
     """
-    from dlc_export.export import engine_tolerance_px
     from dlc_runtime.backends import make_backend
 
     height, width = (int(v) for v in frame_size)
@@ -214,7 +221,7 @@ def check_ctd_engine(bundle_dir: Path, precision: str, wrapper: CondTopDownPose,
         report = ctd_parity(wrapper,
                             lambda f, c: engine.run(f, conditions=c)["keypoints"],
                             [(frames, conditions)], source, f"tensorrt-{precision}",
-                            engine_tolerance_px(precision, tolerance_px))
+                            ParityGate.for_precision(precision, tolerance_px, pcutoff))
     write_ctd_parity(bundle_dir / f"parity.tensorrt_{precision}.json", report,
                      f"{CONDITIONS_DIR}/parity.tensorrt_{precision}.json")
     log.info("CTD TensorRT %s: %s", precision, report.summary())

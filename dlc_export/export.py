@@ -20,7 +20,14 @@ import torch
 
 from dlc_export.frames import frames_from_images, frames_from_project, frames_from_video
 from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
-from dlc_export.parity import DEFAULT_TOLERANCE_PX, ParityError, ParityReport, run_parity
+from dlc_export.parity import (
+    DEFAULT_TOLERANCE_PX,
+    ParityError,
+    ParityReport,
+    ParityGate,
+    project_pcutoff,
+    run_parity,
+)
 from dlc_export.plans import ExportPlan, check_plan, make_plan
 from dlc_export.torch_export import add_torch_artifact
 from dlc_export.wrappers import Letterbox, pad_divisor_from_config
@@ -241,17 +248,22 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         if not report.passed and not allow_parity_failure:
             raise ParityError(f"{report.summary()}; the bundle was not written "
                               "(--allow-parity-failure writes it anyway)")
+        pcutoff = project_pcutoff(project)
         for precision in torch_precisions:
+            gate = ParityGate.for_precision(precision, tolerance_px, pcutoff)
             check = None if plan.output_names == ("keypoints",) else _torch_pipeline_check(
-                staging, plan, parity_frames, source, tolerance_px, precision, device)
+                staging, plan, parity_frames, source, gate, precision, device)
             add_torch_artifact(staging, wrapper, torch.from_numpy(parity_frames), precision,
-                               device=device, tolerance_px=tolerance_px, check=check)
+                               device=device, tolerance_px=tolerance_px, pcutoff=pcutoff,
+                               check=check)
         if tensorrt_precision:
             _add_tensorrt_engine(staging, tensorrt_precision,
                                  frame_size or tuple(parity_frames.shape[1:3]),
                                  calibration_videos)
             _check_engine_parity(staging, plan, parity_frames, source, tensorrt_precision,
-                                 tolerance_px, allow_parity_failure,
+                                 ParityGate.for_precision(tensorrt_precision, tolerance_px,
+                                                          project_pcutoff(project)),
+                                 allow_parity_failure,
                                  frame_size or tuple(parity_frames.shape[1:3]))
         _replace_dir(staging, output)
     except BaseException:
@@ -292,8 +304,8 @@ def _manifest(plan: ExportPlan, cfg: dict, scorer: str, snapshot_path: Path, ops
     )
 
 
-def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
-                  tolerance_px: float, backend=None) -> ParityReport:
+def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray | list[np.ndarray],
+                  source: str, tolerance_px: float | ParityGate, backend=None) -> ParityReport:
     """Eager PyTorch vs the staged bundle on ONNX Runtime (or on ``backend``, which is then
     closed here), compared after the runtime's own host steps (its pipeline's ``postprocess``:
     PAF assembly, identity, padding), so the check covers what ``analyze_video`` will write."""
@@ -319,7 +331,7 @@ def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: s
 
 
 def _torch_pipeline_check(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
-                          tolerance_px: float, precision: str, device: str):
+                          gate: ParityGate, precision: str, device: str):
     """The check of a torch artifact whose graph has other outputs than ``keypoints`` (PAF,
     DEKR, identity): through the runtime pipeline's host steps, as the ONNX graph is checked,
     on the parity frames and on a smaller crop of them (traced shapes must generalise)."""
@@ -327,36 +339,21 @@ def _torch_pipeline_check(staging: Path, plan: ExportPlan, frames: np.ndarray, s
     from dlc_runtime.backends.torch_backend import TorchBackend
 
     def check(loaded) -> ParityReport:
-        reports = []
-        for batch, where in ((frames, source), (second_frames(frames), f"{source}, cropped")):
-            backend = TorchBackend(staging / "pose.torch-artifact", device=device,
-                                   label=precision, output_names=plan.output_names,
-                                   module=loaded)
-            reports.append(_check_parity(staging, plan, batch, where, tolerance_px, backend))
-        failed = [r for r in reports if not r.passed]
-        if failed:
-            raise ParityError(f"{failed[0].summary()}; the torch artifact was not written")
-        return reports[0]
+        backend = TorchBackend(staging / "pose.torch-artifact", device=device, label=precision,
+                               output_names=plan.output_names, module=loaded)
+        report = _check_parity(staging, plan, [frames, second_frames(frames)],
+                               f"{source} and a smaller crop of them", gate, backend)
+        if not report.passed:
+            raise ParityError(f"{report.summary()}; the torch artifact was not written")
+        return report
 
     return check
 
 
 TIMING_CACHE = Path.home() / ".cache" / "dlc-deploy" / "tensorrt-timing.cache"
 
-#: Largest keypoint error (px) a reduced-precision engine may show against PyTorch before the
-#: export fails. fp32 engines use the export's own tolerance. fp16 rounding can move a heatmap
-#: argmax to a neighbouring cell; int8 moves activations further. Stated, not yet measured on a
-#: GPU here (docs/bundle.md).
-TENSORRT_TOLERANCE_PX = {"fp16": 4.0, "int8": 8.0}
-
-
-def engine_tolerance_px(precision: str, tolerance_px: float) -> float:
-    """The parity gate of a TensorRT engine of ``precision``."""
-    return max(tolerance_px, TENSORRT_TOLERANCE_PX.get(precision, tolerance_px))
-
-
 def _check_engine_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
-                         precision: str, tolerance_px: float, allow_parity_failure: bool,
+                         precision: str, gate: ParityGate, allow_parity_failure: bool,
                          frame_size: tuple[int, int]) -> ParityReport:
     """PyTorch vs the TensorRT engine just built, on the same frames and host steps as the
     ONNX check; written to ``parity.tensorrt_<precision>.json``.
@@ -374,7 +371,7 @@ def _check_engine_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, so
                            for f in frames])
     backend = make_backend(Bundle.load(staging), "tensorrt", device="cuda")
     report = _check_parity(staging, plan, frames, source,
-                           engine_tolerance_px(precision, tolerance_px), backend=backend)
+                           gate, backend=backend)
     report.to_json(staging / f"parity.tensorrt_{precision}.json")
     log.info("TensorRT %s: %s", precision, report.summary())
     if not report.passed and not allow_parity_failure:

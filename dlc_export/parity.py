@@ -11,6 +11,50 @@ import torch
 
 DEFAULT_TOLERANCE_PX = 0.5
 
+#: DeepLabCut's default ``pcutoff`` (project config.yaml): the likelihood above which a keypoint
+#: counts as detected (plots, filtering).
+DEFAULT_PCUTOFF = 0.6
+
+#: Largest keypoint error (px) a reduced-precision artifact (torch fp16, TensorRT fp16/int8) may
+#: show against the fp32 PyTorch model, on the keypoints that model detects (likelihood >= the
+#: project's pcutoff), before the export fails. Half-precision heatmaps and locref move detected
+#: keypoints by fractions of a pixel (measured on the demo's trained resnet_tiny, fp16 torch
+#: artifact on the CPU: at most 0.91 px). Below pcutoff a heatmap is nearly flat and its two best
+#: cells can differ by less than fp16 resolution, so fp16 may pick another cell, far away
+#: (measured: 10.8 px on a keypoint of likelihood 0.34 behind a 128x128 letterbox): reported,
+#: not gated. int8 moves activations further. Bounds stated from the heatmap stride (8 px), not
+#: yet measured on a GPU.
+REDUCED_PRECISION_TOLERANCE_PX = {"fp16": 4.0, "int8": 8.0}
+
+
+@dataclass(frozen=True)
+class ParityGate:
+    """What an artifact must meet: ``tolerance_px`` on every keypoint, or only on those whose
+    reference likelihood is at least ``min_likelihood`` (reduced precision)."""
+
+    tolerance_px: float = DEFAULT_TOLERANCE_PX
+    min_likelihood: float | None = None
+
+    @classmethod
+    def for_precision(cls, precision: str, tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                      pcutoff: float = DEFAULT_PCUTOFF) -> ParityGate:
+        """fp32: the export's tolerance on every keypoint. fp16/int8: the export's tolerance
+        widened to :data:`REDUCED_PRECISION_TOLERANCE_PX`, on the detected keypoints."""
+        if precision not in REDUCED_PRECISION_TOLERANCE_PX:
+            return cls(float(tolerance_px))
+        return cls(max(float(tolerance_px), REDUCED_PRECISION_TOLERANCE_PX[precision]),
+                   float(pcutoff))
+
+
+def project_pcutoff(project: dict | None) -> float:
+    """The project config.yaml's ``pcutoff`` (DeepLabCut's default 0.6 when absent or not a
+    likelihood)."""
+    try:
+        value = float((project or {}).get("pcutoff", DEFAULT_PCUTOFF))
+    except (TypeError, ValueError):
+        return DEFAULT_PCUTOFF
+    return value if 0.0 <= value <= 1.0 else DEFAULT_PCUTOFF
+
 
 class ParityError(RuntimeError):
     """The export's keypoints are further from PyTorch's than the tolerance allows."""
@@ -28,6 +72,10 @@ class ParityReport:
     max_likelihood_abs: float
     tolerance_px: float
     passed: bool
+    #: None: every keypoint is gated. Else only keypoints whose reference likelihood reaches it,
+    #: and ``gated_max_px`` is their largest error (``max_px`` stays the largest of all).
+    min_likelihood: float | None = None
+    gated_max_px: float | None = None
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -36,8 +84,11 @@ class ParityReport:
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
+        gated = "" if self.min_likelihood is None else (
+            f"; keypoints with likelihood >= {self.min_likelihood:g}: max "
+            f"{self.gated_max_px:.4f} px")
         return (f"parity vs PyTorch ({self.backend}, {self.frames} frames): median "
-                f"{self.median_px:.4f} px, max {self.max_px:.4f} px (tolerance "
+                f"{self.median_px:.4f} px, max {self.max_px:.4f} px{gated} (tolerance "
                 f"{self.tolerance_px} px), likelihood max diff {self.max_likelihood_abs:.2e}: "
                 f"{verdict}")
 
@@ -60,6 +111,33 @@ def keypoint_errors(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.nd
     return px, lik
 
 
+def parity_report(reference: np.ndarray, candidate: np.ndarray, *, frames: int,
+                  frame_size: tuple[int, int], source: str, backend: str,
+                  gate: ParityGate | float = DEFAULT_TOLERANCE_PX) -> ParityReport:
+    """The report of (..., 3) reference vs candidate keypoints under ``gate`` (a ParityGate,
+    or a tolerance in px applied to every keypoint). A gate on detected keypoints gates every
+    keypoint when the reference detects none on these frames."""
+    gate = gate if isinstance(gate, ParityGate) else ParityGate(float(gate))
+    px, lik = keypoint_errors(reference, candidate)
+    gated_max = None
+    worst = float(px.max())
+    min_likelihood = gate.min_likelihood
+    detected = None if min_likelihood is None else \
+        np.nan_to_num(reference[..., 2], nan=-1.0) >= min_likelihood
+    if detected is not None and detected.any():
+        gated_max = worst = float(px[detected].max())
+    else:
+        # Nothing detected on these frames: no evidence to be lenient on, every keypoint gated.
+        min_likelihood = None
+    return ParityReport(
+        frames=int(frames), frame_size=(int(frame_size[0]), int(frame_size[1])),
+        source=source, backend=backend, median_px=float(np.median(px)),
+        max_px=float(px.max()), p99_px=float(np.percentile(px, 99)),
+        max_likelihood_abs=float(lik.max()), tolerance_px=float(gate.tolerance_px),
+        passed=bool(worst <= gate.tolerance_px), min_likelihood=min_likelihood,
+        gated_max_px=gated_max)
+
+
 Outputs = dict[str, np.ndarray]
 
 
@@ -76,8 +154,8 @@ def _as_outputs(value, names: tuple[str, ...]) -> Outputs:
 
 @torch.no_grad()
 def run_parity(reference: torch.nn.Module, candidate: Callable[[np.ndarray], np.ndarray | Outputs],
-               frames: np.ndarray, *, source: str, backend: str,
-               tolerance_px: float = DEFAULT_TOLERANCE_PX, batch_size: int = 4,
+               frames: np.ndarray | list[np.ndarray], *, source: str, backend: str,
+               tolerance_px: float | ParityGate = DEFAULT_TOLERANCE_PX, batch_size: int = 4,
                output_names: tuple[str, ...] = ("keypoints",),
                decode: Callable[[Outputs], np.ndarray] | None = None) -> ParityReport:
     """Runs both on the same uint8 NHWC frames and reports the keypoint differences.
@@ -86,23 +164,24 @@ def run_parity(reference: torch.nn.Module, candidate: Callable[[np.ndarray], np.
         reference: the eager wrapper (frames -> keypoints, or a tuple of ``output_names``).
         candidate: the exported graph as a callable (e.g. an onnxruntime backend's run),
             returning keypoints or a dict of named outputs.
-        frames: (n, H, W, 3) uint8 RGB.
+        frames: (n, H, W, 3) uint8 RGB, or a list of such sets (e.g. another batch and frame
+            size than the traced one), reported together; ``frame_size`` is the first set's.
+        tolerance_px: the gate: px on every keypoint, or a :class:`ParityGate`.
         output_names: names of the reference's outputs, in order.
         decode: named outputs -> keypoints (B, M, 3), the host steps (e.g. PAF assembly) run
             on both sides; default: the first output as it is. Comparing decoded keypoints
             checks what users get, not intermediate tensors.
     """
     decode = decode or (lambda outputs: outputs[output_names[0]])
+    sets = frames if isinstance(frames, list) else [frames]
     ref_out, cand_out = [], []
-    for start in range(0, len(frames), batch_size):
-        batch = frames[start:start + batch_size]
-        ref = reference(torch.from_numpy(np.ascontiguousarray(batch)))
-        ref_out.append(decode(_as_outputs(ref, output_names)))
-        cand_out.append(decode(_as_outputs(candidate(batch), output_names)))
-    px, lik = keypoint_errors(np.concatenate(ref_out), np.concatenate(cand_out))
-    max_px = float(px.max())
-    return ParityReport(
-        frames=int(len(frames)), frame_size=(int(frames.shape[1]), int(frames.shape[2])),
-        source=source, backend=backend, median_px=float(np.median(px)), max_px=max_px,
-        p99_px=float(np.percentile(px, 99)), max_likelihood_abs=float(lik.max()),
-        tolerance_px=float(tolerance_px), passed=bool(max_px <= tolerance_px))
+    for frame_set in sets:
+        for start in range(0, len(frame_set), batch_size):
+            batch = frame_set[start:start + batch_size]
+            ref = reference(torch.from_numpy(np.ascontiguousarray(batch)))
+            # (B, ..., 3) -> (B*..., 3): sets of other shapes concatenate.
+            ref_out.append(decode(_as_outputs(ref, output_names)).reshape(-1, 3))
+            cand_out.append(decode(_as_outputs(candidate(batch), output_names)).reshape(-1, 3))
+    return parity_report(np.concatenate(ref_out), np.concatenate(cand_out),
+                         frames=sum(len(f) for f in sets), frame_size=sets[0].shape[1:3],
+                         source=source, backend=backend, gate=tolerance_px)

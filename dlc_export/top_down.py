@@ -35,10 +35,13 @@ from dlc_export.detector import (
 )
 from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import (
+    DEFAULT_PCUTOFF,
     DEFAULT_TOLERANCE_PX,
     ParityError,
+    ParityGate,
     ParityReport,
-    keypoint_errors,
+    parity_report,
+    project_pcutoff,
 )
 from dlc_export.wrappers import NormalizeFrames
 from dlc_runtime.bundle import (
@@ -484,14 +487,16 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
         if torch_precisions:
             add_top_down_torch_artifacts(staging, det_graph, detector, wrapper, parity_frames,
                                          boxes, (crop_w, crop_h, margin), tuple(torch_precisions),
-                                         device=device, tolerance_px=tolerance_px)
+                                         device=device, tolerance_px=tolerance_px,
+                                         pcutoff=project_pcutoff(project))
         if tensorrt_precision:
             engine_size = frame_size or tuple(parity_frames.shape[1:3])
             add_top_down_engines(staging, tensorrt_precision, engine_size, calibration_videos,
                                  box_score_threshold)
             engines, engines_iou = check_top_down_engines(
                 staging, tensorrt_precision, det_graph, detector, wrapper, parity_frames,
-                (crop_w, crop_h, margin), engine_size, source, tolerance_px)
+                (crop_w, crop_h, margin), engine_size, source, tolerance_px,
+                project_pcutoff(project))
             if not engines.passed and not allow_parity_failure:
                 raise ParityError(f"{engines.summary()}; detector matched IoU "
                                   f"{engines_iou:.4f}; the bundle was not written "
@@ -525,15 +530,11 @@ def _parity(det_graph: DetectorGraph, detector, wrapper: TopDownPose, det_path: 
         ious.append(matched_iou(ref["boxes"], ref["scores"], got_boxes))
         ref_kp.append(eager_top_down(wrapper.pose, f, bx, *crop))
         graph_kp.append(pose_sess.run(["keypoints"], {"images": f, "boxes": bx})[0])
-    px, lik = keypoint_errors(np.concatenate(ref_kp), np.concatenate(graph_kp))
     det_iou = float(min(ious))
-    max_px = float(px.max())
-    report = ParityReport(
-        frames=len(frames), frame_size=(int(frames.shape[1]), int(frames.shape[2])),
-        source=source, backend="onnxruntime-cpu", median_px=float(np.median(px)),
-        max_px=max_px, p99_px=float(np.percentile(px, 99)),
-        max_likelihood_abs=float(lik.max()), tolerance_px=float(tolerance_px),
-        passed=bool(max_px <= tolerance_px and det_iou >= MIN_DETECTOR_IOU))
+    report = parity_report(np.concatenate(ref_kp), np.concatenate(graph_kp),
+                           frames=len(frames), frame_size=frames.shape[1:3], source=source,
+                           backend="onnxruntime-cpu", gate=tolerance_px)
+    report.passed = report.passed and det_iou >= MIN_DETECTOR_IOU
     return report, det_iou
 
 
@@ -582,7 +583,7 @@ def _check_torch_detector(loaded, device: torch.device, detector, det_graph: Det
 
 def _check_torch_pose(loaded, device: torch.device, wrapper: TopDownPose, frames: np.ndarray,
                       boxes: np.ndarray, crop: tuple[int, int, float], name: str,
-                      tolerance_px: float) -> ParityReport:
+                      gate: ParityGate) -> ParityReport:
     """The reloaded pose artifact vs DeepLabCut's eager CPU crop + fp32 model, on the parity
     frames and on another batch and frame size."""
     second = second_frames(frames)
@@ -592,14 +593,10 @@ def _check_torch_pose(loaded, device: torch.device, wrapper: TopDownPose, frames
     for f, bx in cases:
         ref.append(eager_top_down(wrapper.pose, f, bx, *crop).reshape(-1, 3))
         got.append(run_loaded(loaded, device, f, bx)[0].reshape(-1, 3))
-    px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
-    report = ParityReport(
-        frames=len(frames) + len(second),
-        frame_size=(int(frames.shape[1]), int(frames.shape[2])),
-        source="export parity frames and a smaller crop of them", backend=name,
-        median_px=float(np.median(px)), max_px=float(px.max()),
-        p99_px=float(np.percentile(px, 99)), max_likelihood_abs=float(lik.max()),
-        tolerance_px=float(tolerance_px), passed=bool(px.max() <= tolerance_px))
+    report = parity_report(np.concatenate(ref), np.concatenate(got),
+                           frames=len(frames) + len(second), frame_size=frames.shape[1:3],
+                           source="export parity frames and a smaller crop of them",
+                           backend=name, gate=gate)
     if not report.passed:
         raise ParityError(f"{report.summary()}; the torch artifact was not written")
     return report
@@ -609,7 +606,8 @@ def add_top_down_torch_artifacts(bundle_dir: Path, det_graph: DetectorGraph, det
                                  wrapper: TopDownPose, frames: np.ndarray, boxes: np.ndarray,
                                  crop: tuple[int, int, float], precisions: tuple[str, ...], *,
                                  device: str = "cpu",
-                                 tolerance_px: float = DEFAULT_TOLERANCE_PX) -> None:
+                                 tolerance_px: float = DEFAULT_TOLERANCE_PX,
+                                 pcutoff: float = DEFAULT_PCUTOFF) -> None:
     """Adds checked torch artifacts of both graphs to a (staged) top-down bundle.
 
     Writes ``detector.fp32.torchscript.pt`` (graph ``detector_torch_fp32``, see
@@ -659,8 +657,9 @@ def add_top_down_torch_artifacts(bundle_dir: Path, det_graph: DetectorGraph, det
         report = save_checked_artifact(
             module.eval(), (torch.from_numpy(frames[:2]).to(device_t),
                             torch.from_numpy(boxes[:2]).to(device_t)), bundle_dir / file,
-            lambda loaded: _check_torch_pose(loaded, device_t, wrapper, frames, boxes, crop,
-                                             name, tolerance_px),
+            lambda loaded: _check_torch_pose(
+                loaded, device_t, wrapper, frames, boxes, crop, name,
+                ParityGate.for_precision(precision, tolerance_px, pcutoff)),
             method=method, device=device, max_batch=max_batch, what=f"of the pose graph "
                                                                      f"({precision})")
         _write_parity(bundle_dir / f"parity.torch_{precision}.json", report, det_iou)
@@ -671,7 +670,7 @@ def add_top_down_torch_artifacts(bundle_dir: Path, det_graph: DetectorGraph, det
 # -- TensorRT --------------------------------------------------------------------------------
 
 #: Detector IoU gates of reduced-precision engines (fp32 engines use MIN_DETECTOR_IOU): stated
-#: looser bounds like the pose gates (export.TENSORRT_TOLERANCE_PX), not measured on a GPU yet.
+#: looser bounds like the pose gates (parity.REDUCED_PRECISION_TOLERANCE_PX), not measured on a GPU yet.
 ENGINE_MIN_DETECTOR_IOU = {"fp16": 0.95, "int8": 0.9}
 #: Engine files of a top-down bundle, by graph.
 ENGINE_FILES = {"detector": "detector.engine", "pose": "pose.engine"}
@@ -695,14 +694,14 @@ def calibration_boxes(bundle_dir: Path, frames: np.ndarray, m: int, threshold: f
 def check_top_down_engines(bundle_dir: Path, precision: str, det_graph: DetectorGraph,
                            detector, wrapper: TopDownPose, frames: np.ndarray,
                            crop: tuple[int, int, float], frame_size: tuple[int, int],
-                           source: str, tolerance_px: float) -> tuple[ParityReport, float]:
+                           source: str, tolerance_px: float,
+                           pcutoff: float = DEFAULT_PCUTOFF) -> tuple[ParityReport, float]:
     """The engines just built vs the eager models, as the ONNX check: detector matched IoU,
     pose px on the parity boxes; written to ``parity.tensorrt_<precision>.json``.
 
     The engines' profile is built for ``frame_size``: parity frames of another size are
     resized to it first (both sides see the same frames, so the comparison stays exact).
     """
-    from dlc_export.export import engine_tolerance_px
     from dlc_runtime.backends import make_backend
 
     height, width = (int(v) for v in frame_size)
@@ -711,7 +710,6 @@ def check_top_down_engines(bundle_dir: Path, precision: str, det_graph: Detector
                            for f in frames])
     bundle = Bundle.load(bundle_dir)
     boxes = parity_boxes(frames, int(bundle.manifest.decoder["max_individuals"]))
-    gate = engine_tolerance_px(precision, tolerance_px)
     ref, got, ious = [], [], []
     with make_backend(bundle, "tensorrt", device="cuda", graph="detector") as det_engine, \
             make_backend(bundle, "tensorrt", device="cuda", graph="pose") as pose_engine:
@@ -723,15 +721,13 @@ def check_top_down_engines(bundle_dir: Path, precision: str, det_graph: Detector
                                     det_engine.run(f)["boxes"]))
             ref.append(eager_top_down(wrapper.pose, f, bx, *crop))
             got.append(pose_engine.run(f, boxes=bx)["keypoints"])
-    px, lik = keypoint_errors(np.concatenate(ref), np.concatenate(got))
     det_iou = float(min(ious))
     min_iou = ENGINE_MIN_DETECTOR_IOU.get(precision, MIN_DETECTOR_IOU)
-    report = ParityReport(
-        frames=len(frames), frame_size=(height, width), source=source,
-        backend=f"tensorrt-{precision}", median_px=float(np.median(px)),
-        max_px=float(px.max()), p99_px=float(np.percentile(px, 99)),
-        max_likelihood_abs=float(lik.max()), tolerance_px=float(gate),
-        passed=bool(px.max() <= gate and det_iou >= min_iou))
+    report = parity_report(np.concatenate(ref), np.concatenate(got), frames=len(frames),
+                           frame_size=(height, width), source=source,
+                           backend=f"tensorrt-{precision}",
+                           gate=ParityGate.for_precision(precision, tolerance_px, pcutoff))
+    report.passed = report.passed and det_iou >= min_iou
     _write_parity(bundle_dir / f"parity.tensorrt_{precision}.json", report, det_iou, min_iou)
     return report, det_iou
 
