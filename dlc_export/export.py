@@ -23,8 +23,8 @@ from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
 from dlc_export.parity import (
     DEFAULT_TOLERANCE_PX,
     ParityError,
-    ParityReport,
     ParityGate,
+    ParityReport,
     project_pcutoff,
     run_parity,
 )
@@ -232,9 +232,8 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
     try:
-        onnx_path = export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()),
-                                staging / "pose.onnx", output_names=plan.output_names,
-                                opset=opset, simplify=simplify)
+        export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()), staging / "pose.onnx",
+                    output_names=plan.output_names, opset=opset, simplify=simplify)
         batch_range = BatchRange(1, batch, batch) if batch else \
             BatchRange(1, min(8, max_batch), max_batch)
         manifest = _manifest(plan, cfg, scorer, snapshot_path, opset,
@@ -351,6 +350,7 @@ def _torch_pipeline_check(staging: Path, plan: ExportPlan, frames: np.ndarray, s
 
 
 TIMING_CACHE = Path.home() / ".cache" / "dlc-deploy" / "tensorrt-timing.cache"
+
 
 def _check_engine_parity(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
                          precision: str, gate: ParityGate, allow_parity_failure: bool,
