@@ -638,7 +638,8 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
             add_ctd_torch_artifacts(staging, wrapper, parity_frames, conditions,
                                     tuple(torch_precisions), device=device,
                                     tolerance_px=tolerance_px,
-                                    pcutoff=project_pcutoff(project))
+                                    pcutoff=project_pcutoff(project),
+                                    allow_parity_failure=allow_parity_failure)
         if tensorrt_precision:
             add_ctd_engines(staging, tensorrt_precision, engine_size, calibration_videos)
             engine = check_ctd_engine(staging, tensorrt_precision, wrapper, parity_frames,

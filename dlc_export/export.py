@@ -25,6 +25,7 @@ from dlc_export.parity import (
     ParityError,
     ParityGate,
     ParityReport,
+    enforce,
     project_pcutoff,
     run_parity,
 )
@@ -251,10 +252,11 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         for precision in torch_precisions:
             gate = ParityGate.for_precision(precision, tolerance_px, pcutoff)
             check = None if plan.output_names == ("keypoints",) else _torch_pipeline_check(
-                staging, plan, parity_frames, source, gate, precision, device)
+                staging, plan, parity_frames, source, gate, precision, device,
+                allow_parity_failure)
             add_torch_artifact(staging, wrapper, torch.from_numpy(parity_frames), precision,
                                device=device, tolerance_px=tolerance_px, pcutoff=pcutoff,
-                               check=check)
+                               allow_parity_failure=allow_parity_failure, check=check)
         if tensorrt_precision:
             _add_tensorrt_engine(staging, tensorrt_precision,
                                  frame_size or tuple(parity_frames.shape[1:3]),
@@ -330,7 +332,8 @@ def _check_parity(staging: Path, plan: ExportPlan, frames: np.ndarray | list[np.
 
 
 def _torch_pipeline_check(staging: Path, plan: ExportPlan, frames: np.ndarray, source: str,
-                          gate: ParityGate, precision: str, device: str):
+                          gate: ParityGate, precision: str, device: str,
+                          allow_failure: bool = False):
     """The check of a torch artifact whose graph has other outputs than ``keypoints`` (PAF,
     DEKR, identity): through the runtime pipeline's host steps, as the ONNX graph is checked,
     on the parity frames and on a smaller crop of them (traced shapes must generalise)."""
@@ -342,9 +345,7 @@ def _torch_pipeline_check(staging: Path, plan: ExportPlan, frames: np.ndarray, s
                                output_names=plan.output_names, module=loaded)
         report = _check_parity(staging, plan, [frames, second_frames(frames)],
                                f"{source} and a smaller crop of them", gate, backend)
-        if not report.passed:
-            raise ParityError(f"{report.summary()}; the torch artifact was not written")
-        return report
+        return enforce(report, allow_failure, "the torch artifact was not written")
 
     return check
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE_PX = 0.5
 
@@ -58,6 +61,17 @@ def project_pcutoff(project: dict | None) -> float:
 
 class ParityError(RuntimeError):
     """The export's keypoints are further from PyTorch's than the tolerance allows."""
+
+
+def enforce(report: ParityReport, allow_failure: bool, consequence: str) -> ParityReport:
+    """Raises :class:`ParityError` ("<summary>; <consequence>") for a failed report, unless
+    ``allow_failure`` (``--allow-parity-failure``): then the artifact is kept, its report says
+    ``passed: false``, and a warning is logged."""
+    if not report.passed:
+        if not allow_failure:
+            raise ParityError(f"{report.summary()}; {consequence}")
+        log.warning("%s; kept (allow_parity_failure)", report.summary())
+    return report
 
 
 @dataclass

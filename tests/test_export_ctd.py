@@ -555,18 +555,43 @@ def test_half_pose_network_decodes_in_fp32(ctd_project):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.gpu
-def test_cuda_fp16_artifacts(ctd_project, tmp_path):
-    if not torch.cuda.is_available():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_fp16_artifacts_of_both_graphs(ctd_project, tmp_path, device):
+    """fp16 torch artifacts of a CTD bundle, checked and kept with their reports.
+
+    The random-weight conditions model (PAF) assembles one animal differently in fp16 (measured
+    on the CPU: 80 px on a detected keypoint; a trained 2-animal PAF model stays within 0.037 px,
+    benchmarks/results/export_cpu.json), so its failure is allowed here and its report must say
+    so; the CTD pose graph's own fp16 report must pass."""
+    if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
     from dlc_export.export import export_bundle
+    from dlc_runtime import make_backend
+    from dlc_runtime.bundle import Bundle
 
     _, trains = ctd_project
-    result = export_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
-                           tmp_path / "ctd.bundle", frames=textured_frames(2, 120, 160),
-                           torch_precisions=("fp16",), device="cuda", simplify=False)
-    report = json.loads((result.bundle_dir / "parity.torch_fp16.json").read_text())
-    assert report["passed"] and report["backend"] == "torch-torchscript-fp16-cuda"
+    frames = textured_frames(2, 120, 160)
+    try:
+        result = export_bundle(trains[2] / "pytorch_config.yaml",
+                               trains[2] / "snapshot-005.pt", tmp_path / "ctd.bundle",
+                               frames=frames, torch_precisions=("fp16",), device=device,
+                               simplify=False, allow_parity_failure=True)
+    except Exception as err:
+        if half_unsupported(err):
+            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
+        raise
+    folder = result.bundle_dir
+    report = json.loads((folder / "parity.torch_fp16.json").read_text())
+    assert report["backend"] == f"torch-torchscript-fp16-{device}" and report["passed"]
+    nested = json.loads((folder / "conditions" / "parity.torch_fp16.json").read_text())
+    assert nested["backend"] == f"torch-{device}-fp16" and nested["passed"] is False
+    bundle = Bundle.load(folder)
+    assert {"pose_torch_fp16", "conditions_torch_fp16"} <= set(bundle.manifest.graphs)
+    with make_backend(bundle, "torch", device=device, graph="conditions",
+                      precision="fp16") as conditions:
+        assert conditions.name == f"torch-{device}-fp16"
+        assert set(conditions.run(frames)) == {o.name for o in
+                                               bundle.graph("conditions").outputs}
 
 
 def test_tensorrt_without_tensorrt_is_one_line_and_writes_nothing(ctd_project, ctd_torch_bundle,

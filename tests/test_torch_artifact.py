@@ -208,6 +208,15 @@ def test_artifact_that_does_not_generalise_is_refused(tmp_path):
     assert not list(tmp_path.iterdir())  # neither the artifact nor a temporary
 
 
+def test_allow_parity_failure_keeps_the_artifact_and_says_so(tmp_path):
+    """--allow-parity-failure applies to torch artifacts as to the ONNX graph and engines."""
+    path = tmp_path / "kept.pt"
+    report = export_torch_artifact(_ShapeBranch(), _frames(2, 64, 96), path,
+                                   allow_parity_failure=True)
+    assert path.is_file() and report.passed is False and report.max_px > 0.5
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_artifact_runs_without_exporting_code(bundle_dir, wrapper, tmp_path):
     add_torch_artifact(bundle_dir, wrapper, _frames(2, 64, 96), "fp32")
     video = _write_video(tmp_path / "v.mp4", _frames(5, 64, 96, seed=5))
