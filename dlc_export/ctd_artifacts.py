@@ -31,10 +31,10 @@ from dlc_export.ctd import (
     parity_conditions,
     write_ctd_parity,
 )
+from dlc_export.onnx_export import ExportError
 from dlc_export.parity import (
     DEFAULT_PCUTOFF,
     DEFAULT_TOLERANCE_PX,
-    ParityError,
     ParityGate,
     ParityReport,
     enforce,
@@ -101,7 +101,7 @@ def add_ctd_torch_artifacts(bundle_dir: Path, wrapper: CondTopDownPose, frames: 
     listed = nested_torch_graphs(nested)
     missing = [p for p in precisions if torch_graph_name(p, "conditions") not in listed]
     if missing:
-        raise ParityError(f"{bundle_dir / CONDITIONS_DIR}: the conditions bundle has no "
+        raise ExportError(f"{bundle_dir / CONDITIONS_DIR}: the conditions bundle has no "
                           f"{missing} torch artifact; export it with the same precisions")
     bundle.manifest.graphs.update(listed)
     pose = bundle.graph("pose")

@@ -649,3 +649,20 @@ def test_tensorrt_engines_of_both_graphs(ctd_project, tmp_path, precision):
     if precision == "fp32":
         found = ~np.isnan(a)
         assert np.abs(a[found] - b[found]).max() <= 0.5
+
+
+def test_torch_artifacts_need_the_conditions_bundles_own(ctd_bundle, ctd_project, tmp_path):
+    """The CTD pose artifact is only added beside the conditions model's artifact of the same
+    precision (export_bundle writes both; a bundle assembled otherwise is refused)."""
+    from dlc_export.ctd_artifacts import add_ctd_torch_artifacts
+
+    _, trains = ctd_project
+    folder = shutil.copytree(ctd_bundle.bundle_dir, tmp_path / "onnx_only.bundle")
+    cfg = read_config_as_dict(trains[2] / "pytorch_config.yaml")
+    wrapper = CondTopDownPose(build_model_from_config(cfg).eval(), ctd_crop_settings(cfg))
+    frames = textured_frames(2, 120, 160)
+    with pytest.raises(ExportError, match=r"conditions bundle has no \['fp32'\] torch artifact"):
+        k = len(cfg["metadata"]["bodyparts"])
+        add_ctd_torch_artifacts(folder, wrapper, frames, parity_conditions(frames, 2, k),
+                                ("fp32",))
+    assert not list(folder.glob("*.torchscript.pt"))
