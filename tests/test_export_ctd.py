@@ -661,8 +661,8 @@ def test_torch_artifacts_need_the_conditions_bundles_own(ctd_bundle, ctd_project
     cfg = read_config_as_dict(trains[2] / "pytorch_config.yaml")
     wrapper = CondTopDownPose(build_model_from_config(cfg).eval(), ctd_crop_settings(cfg))
     frames = textured_frames(2, 120, 160)
+    k = len(cfg["metadata"]["bodyparts"])
     with pytest.raises(ExportError, match=r"conditions bundle has no \['fp32'\] torch artifact"):
-        k = len(cfg["metadata"]["bodyparts"])
         add_ctd_torch_artifacts(folder, wrapper, frames, parity_conditions(frames, 2, k),
                                 ("fp32",))
     assert not list(folder.glob("*.torchscript.pt"))
