@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +42,7 @@ from dlc_export.parity import (
     parity_report,
     project_pcutoff,
 )
-from dlc_export.top_down import PoseOnCrops, TopDownCrop
+from dlc_export.top_down import PoseOnCrops, TopDownCrop, ort_session
 from dlc_export.wrappers import NormalizeFrames, pad_divisor_from_config
 from dlc_runtime.bundle import (
     BatchRange,
@@ -562,10 +560,10 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
         ExportResult,
         _parity_frames,
         _project_config,
-        _replace_dir,
         default_bundle_dir,
         export_bundle,
         scorer_name,
+        staged_bundle,
     )
     from dlc_export.top_down import check_artifact_options
 
@@ -608,9 +606,7 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
     # Both graphs' engines are built for one frame size: the nested export gets it explicitly.
     engine_size = tuple(frame_size or parity_frames.shape[1:3]) if tensorrt_precision else None
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
-    try:
+    with staged_bundle(output) as staging:
         # The conditions model's own export builds and checks its torch artifacts and engine.
         nested = export_bundle(conditions_config, conditions_snapshot,
                                staging / CONDITIONS_DIR, frames=parity_frames,
@@ -650,18 +646,8 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
                                   f"{engine.summary()}; the bundle was not written "
                                   "(allow_parity_failure writes it)")
         manifest = Bundle.load(staging).manifest  # nested graph sha256s and artifacts read back
-        _replace_dir(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("conditional top-down bundle written to %s", output)
     return ExportResult(output, report, manifest)
-
-
-def _ort_session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def ctd_parity(wrapper: CondTopDownPose, run, cases: list[tuple[np.ndarray, np.ndarray]],
@@ -683,7 +669,7 @@ def ctd_parity(wrapper: CondTopDownPose, run, cases: list[tuple[np.ndarray, np.n
 def _parity(wrapper: CondTopDownPose, pose_path: Path, frames: np.ndarray,
             conditions: np.ndarray, source: str, tolerance_px: float) -> ParityReport:
     """Pose graph on ONNX Runtime vs DeepLabCut's CPU steps + the PyTorch model."""
-    session = _ort_session(pose_path)
+    session = ort_session(pose_path)
 
     def run(f: np.ndarray, c: np.ndarray) -> np.ndarray:
         return session.run(["keypoints"], {"images": f, "conditions": c})[0]

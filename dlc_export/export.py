@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,9 +232,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         else default_bundle_dir(project, snapshot_path, scorer)
     parity_frames, source = _parity_frames(frames, project)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
-    try:
+    with staged_bundle(output) as staging:
         export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()), staging / "pose.onnx",
                     output_names=plan.output_names, opset=opset, simplify=simplify)
         batch_range = BatchRange(1, batch, batch) if batch else \
@@ -266,10 +266,6 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                                                           project_pcutoff(project)),
                                  allow_parity_failure,
                                  frame_size or tuple(parity_frames.shape[1:3]))
-        _replace_dir(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("bundle written to %s", output)
     return ExportResult(output, report, manifest)
 
@@ -392,6 +388,21 @@ def _add_tensorrt_engine(bundle_dir: Path, precision: str, frame_size: tuple[int
     entry = export_tensorrt(bundle_dir, precision=precision, frame_size=frame_size,
                             timing_cache_path=TIMING_CACHE, calibration_frames=frames)
     add_engine_to_bundle(bundle_dir, entry)
+
+
+@contextmanager
+def staged_bundle(output: Path) -> Iterator[Path]:
+    """A hidden sibling folder of ``output`` to write a bundle in: renamed onto ``output`` when
+    the block succeeds, removed when it fails, so nothing half-written is left and an earlier
+    bundle at ``output`` survives a failed export."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
+    try:
+        yield staging
+        _replace_dir(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _replace_dir(new: Path, target: Path) -> None:

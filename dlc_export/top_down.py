@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -277,7 +275,8 @@ def export_pose_onnx(module: TopDownPose, images: np.ndarray, boxes: np.ndarray,
                        what="ONNX export of the top-down pose graph")
 
 
-def _ort_session(path: Path):
+def ort_session(path: Path):
+    """An onnxruntime CPU session of an exported graph, for the export's parity checks."""
     import onnxruntime as ort
 
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -422,8 +421,8 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
         default_bundle_dir,
         _parity_frames,
         _project_config,
-        _replace_dir,
         scorer_name,
+        staged_bundle,
     )
 
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
@@ -466,9 +465,7 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
     parity_frames, source = _parity_frames(frames, project)
     boxes = parity_boxes(parity_frames, m)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
-    try:
+    with staged_bundle(output) as staging:
         det_path = export_detector_onnx(det_graph, parity_frames[:2], staging / "detector.onnx",
                                         opset=opset, simplify=simplify)
         pose_path = export_pose_onnx(wrapper, parity_frames[:2], boxes[:2],
@@ -504,10 +501,6 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
                                   f"{engines_iou:.4f}; the bundle was not written "
                                   "(allow_parity_failure writes it)")
         manifest = Bundle.load(staging).manifest  # with the artifacts' entries
-        _replace_dir(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("top-down bundle written to %s", output)
     return ExportResult(output, report, manifest)
 
@@ -522,7 +515,7 @@ def _parity(det_graph: DetectorGraph, detector, wrapper: TopDownPose, det_path: 
             crop: tuple[int, int, float], source: str,
             tolerance_px: float) -> tuple[ParityReport, float]:
     """Detector IoU (graph vs eager) and pose px error (graph vs eager CPU crop + model)."""
-    det_sess, pose_sess = _ort_session(det_path), _ort_session(pose_path)
+    det_sess, pose_sess = ort_session(det_path), ort_session(pose_path)
     ref_kp, graph_kp, ious = [], [], []
     for start in range(0, len(frames), 2):
         f, bx = frames[start:start + 2], boxes[start:start + 2]
@@ -686,7 +679,7 @@ def calibration_boxes(bundle_dir: Path, frames: np.ndarray, m: int, threshold: f
     network is calibrated on the crops it will see."""
     from dlc_runtime.pipelines.top_down import select_boxes
 
-    session = _ort_session(bundle_dir / "detector.onnx")
+    session = ort_session(bundle_dir / "detector.onnx")
     chosen = []
     for start in range(0, len(frames), 8):
         boxes, scores = session.run(["boxes", "scores"], {"images": frames[start:start + 8]})

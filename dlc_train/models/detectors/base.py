@@ -66,19 +66,22 @@ def pad_detections(detections: Detections, max_detections: int) -> dict[str, tor
 
 
 def select_top_fixed(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-                     keep: torch.Tensor, max_detections: int) -> dict[str, torch.Tensor]:
+                     keep: torch.Tensor, max_detections: int,
+                     limit: int | None = None) -> dict[str, torch.Tensor]:
     """Fixed-shape top-k of the kept candidates, with tensor ops only (graph friendly).
 
     Args:
         boxes: (B, N, 4); scores: (B, N); labels: (B, N); keep: (B, N) bool.
-        max_detections: K; when N < K the output is padded.
+        max_detections: K, the output's slots; slots past N (or past ``limit``) are padding.
+        limit: at most this many detections fill the K slots (a detector's
+            ``detections_per_img``); None: K.
 
     Returns:
         as ``pad_detections``.
     """
     b, n = scores.shape
     masked = torch.where(keep, scores, scores.new_tensor(-1.0))
-    k = min(max_detections, n)
+    k = min(max_detections, n, max_detections if limit is None else limit)
     top, idx = masked.topk(k, dim=1)
     valid = top >= 0
     out_boxes = torch.gather(boxes, 1, idx[..., None].expand(b, k, 4)) * valid[..., None]

@@ -174,14 +174,8 @@ class RoIHeads(nn.Module):
                 & (scores > self.score_thresh) & small_box_mask(boxes, 1e-2))
         keep = nms_mask_fixed(boxes, scores, self.nms_thresh, valid=keep, idxs=labels,
                               max_iterations=nms_iterations)
-        out = select_top_fixed(boxes, scores, labels, keep,
-                               min(max_detections, self.detections_per_img))
-        if max_detections > self.detections_per_img:
-            pad = max_detections - self.detections_per_img
-            out["boxes"] = F.pad(out["boxes"], (0, 0, 0, pad))
-            out["scores"] = F.pad(out["scores"], (0, pad))
-            out["labels"] = F.pad(out["labels"], (0, pad), value=-1)
-        return out
+        return select_top_fixed(boxes, scores, labels, keep, max_detections,
+                                limit=self.detections_per_img)
 
     def select_training_samples(self, proposals: list[torch.Tensor], targets: list[dict]):
         out_props, out_labels, out_targets = [], [], []

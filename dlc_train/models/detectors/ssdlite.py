@@ -248,13 +248,9 @@ class SSDLiteModel(nn.Module):
         cl, cv = torch.cat(cand_labels, 1), torch.cat(cand_valid, 1)
         keep = nms_mask_fixed(cb, cs, self.nms_thresh, valid=cv, idxs=cl,
                               max_iterations=nms_iterations)
-        out = select_top_fixed(cb, cs, cl, keep, min(max_detections, self.detections_per_img))
+        out = select_top_fixed(cb, cs, cl, keep, max_detections, limit=self.detections_per_img)
+        # Padding slots are zero boxes: the rescale keeps them zero.
         out["boxes"] = self.transform.postprocess(out["boxes"], sizes[0], original)
-        if max_detections > self.detections_per_img:
-            pad = max_detections - self.detections_per_img
-            out["boxes"] = F.pad(out["boxes"], (0, 0, 0, pad))
-            out["scores"] = F.pad(out["scores"], (0, pad))
-            out["labels"] = F.pad(out["labels"], (0, pad), value=-1)
         return out
 
     def compute_loss(self, targets: Detections, head: dict[str, torch.Tensor],
