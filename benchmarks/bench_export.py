@@ -75,7 +75,7 @@ def train_multi_animal(folder: Path, epochs: int) -> tuple[Path, float]:
     project = generate_project(folder / "project", SyntheticSpec(num_animals=2, seed=0))
     start = time.perf_counter()
     train_network(project.config_path, shuffle=1, net_type="resnet_tiny", epochs=epochs,
-                  pytorch_config_overrides=demo_training_overrides(epochs))
+                  pytorch_config_overrides=demo_training_overrides(epochs), progress=False)
     return project.config_path, time.perf_counter() - start
 
 

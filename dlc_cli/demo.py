@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from dlc_io import check_replaceable
+
 MARKER = ".dlc-demo"
 # The demo's model: the smallest member of the ResNet family (see backbones/resnet.py), which
 # trains from scratch on 2 CPU cores within the demo's time budget. Same head and layout as
@@ -54,12 +56,13 @@ def demo_training_overrides(epochs: int) -> dict:
     }
 
 
-def _prepare(output: Path) -> None:
-    """Clears an earlier demo in ``output``; refuses to touch a folder that is not one."""
+def _prepare(output: Path, overwrite: bool) -> None:
+    """Makes ``output`` a fresh demo folder. An earlier demo there is removed only with
+    ``overwrite``; any other folder or file is refused (see :func:`dlc_io.check_replaceable`)."""
+    check_replaceable(output, what="dlc demo folder", overwrite=overwrite,
+                      is_ours=lambda folder: (folder / MARKER).is_file())
     if output.exists():
-        if not (output / MARKER).exists() and any(output.iterdir()):
-            raise FileExistsError(f"{output} exists and is not a dlc demo folder; pass "
-                                  "--output with a new or empty folder")
+        # Not staged like a bundle: the project inside records its own absolute path.
         shutil.rmtree(output)
     output.mkdir(parents=True)
     (output / MARKER).write_text("written by `dlc demo`; safe to delete\n")
@@ -77,7 +80,9 @@ def keypoint_errors_vs_truth(h5_path: Path, truth: np.ndarray) -> np.ndarray:
 
 
 def run_demo(output: str | Path = "dlc-demo", seed: int = 0, epochs: int | None = None,
-             echo: Callable[[str], None] = print, net_type: str = DEMO_NET_TYPE) -> DemoResult:
+             echo: Callable[[str], None] = print, net_type: str = DEMO_NET_TYPE,
+             overwrite: bool = False) -> DemoResult:
+    """Runs the demo in ``output`` (new, empty, or an earlier demo replaced with ``overwrite``)."""
     from dlc_export import export_from_project
     from dlc_runtime import analyze_video
     from dlc_train.apis import train_network
@@ -86,7 +91,7 @@ def run_demo(output: str | Path = "dlc-demo", seed: int = 0, epochs: int | None 
     output = Path(output)
     epochs = epochs or DEMO_EPOCHS
     seconds: dict[str, float] = {}
-    _prepare(output)
+    _prepare(output, overwrite)
 
     t = time.perf_counter()
     spec = SyntheticSpec(seed=seed)
@@ -98,7 +103,9 @@ def run_demo(output: str | Path = "dlc-demo", seed: int = 0, epochs: int | None 
     t = time.perf_counter()
     train_network(project.config_path, shuffle=1, net_type=net_type, epochs=epochs,
                   batch_size=DEMO_BATCH_SIZE, device="cpu",
-                  pytorch_config_overrides=demo_training_overrides(epochs))
+                  pytorch_config_overrides=demo_training_overrides(epochs),
+                  # 60 per-epoch lines would bury the demo's four step lines.
+                  progress=False)
     seconds["train"] = time.perf_counter() - t
     echo(f"[2/4] trained {net_type} for {epochs} epochs ({seconds['train']:.1f} s)")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 
 import click
@@ -18,6 +19,9 @@ _USER_ERRORS = [
     ("dlc_runtime.errors", "DLCRuntimeError"),
 ]
 
+# The packages' messages name Python arguments ("pass overwrite=True"); the CLI user typed flags.
+_PYTHON_FLAG = re.compile(r"\b([a-z][a-z0-9_]*)=True\b")
+
 
 def _user_error_types() -> tuple[type, ...]:
     found = []
@@ -26,7 +30,26 @@ def _user_error_types() -> tuple[type, ...]:
         cls = getattr(module, class_name, None) if module else None
         if isinstance(cls, type):
             found.append(cls)
-    return tuple(found) + (FileNotFoundError, FileExistsError)
+    # OSError covers a full disk, a missing or unreadable file, a refused output folder.
+    return tuple(found) + (OSError,)
+
+
+def in_cli_words(message: str) -> str:
+    """``pass allow_truncated=True`` -> ``pass --allow-truncated`` for the running command's
+    flags; other text is left as it is."""
+    ctx = click.get_current_context(silent=True)
+    flags = {p.name: p.opts[0] for p in (ctx.command.params if ctx else [])
+             if isinstance(p, click.Option) and p.is_flag}
+    return _PYTHON_FLAG.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for ``err``: OSErrors as ``<reason>: <file>``, whitespace folded."""
+    if isinstance(err, OSError) and err.strerror and type(err).__str__ is OSError.__str__:
+        message = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    else:
+        message = str(err)
+    return in_cli_words(" ".join(message.split()) or type(err).__name__)
 
 
 def one_line_errors(command):
@@ -39,8 +62,7 @@ def one_line_errors(command):
         except click.exceptions.ClickException:
             raise
         except _user_error_types() as err:  # evaluated after the command imported its modules
-            message = " ".join(str(err).split()) or type(err).__name__
-            click.echo(f"Error: {message}", err=True)
+            click.echo(f"Error: {error_line(err)}", err=True)
             sys.exit(1)
 
     return wrapper

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dlc_cli.errors import one_line_errors
+from dlc_cli.errors import in_cli_words, one_line_errors
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict:
@@ -42,28 +42,56 @@ def cli():
     """Train DeepLabCut-style pose models, export them to ONNX, analyze videos fast."""
 
 
+class _NetTypeOption(click.Option):
+    """``--net-type``: its help lists the architectures, looked up only when help is shown.
+
+    Importing dlc_train.config when the CLI loads would slow every ``dlc`` command (and
+    ``dlc analyze`` loads only the lean runtime), so the list is not built at import.
+    """
+
+    def get_help_record(self, ctx):
+        from dlc_train.config import available_net_types
+
+        self.help = ("Architecture of a new shuffle (default: the project's default_net_type); "
+                     "one of " + ", ".join(available_net_types())
+                     + ". See the README's architecture table.")
+        return super().get_help_record(ctx)
+
+
 @cli.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--shuffle", default=1, show_default=True, help="Shuffle index.")
 @click.option("--trainset-index", default=0, show_default=True,
               help="Index into the project's TrainingFraction.")
-@click.option("--net-type", default=None, help="Architecture (default: the project's).")
-@click.option("--epochs", type=int, default=None, help="Total epochs (overrides the config).")
-@click.option("--batch-size", type=int, default=None)
+@click.option("--net-type", cls=_NetTypeOption, default=None, metavar="NAME")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Total epochs, resumed ones included (overrides the config).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--device", default=None, help="cpu, cuda, cuda:0 or auto.")
 @click.option("--resume", is_flag=True, help="Continue from the latest snapshot of the shuffle.")
+@click.option("--overwrite", is_flag=True,
+              help="Train again from epoch 1 in a shuffle that has snapshots, replacing them.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a pytorch_config.yaml value, e.g. --set runner.eval_interval=1.")
+              help="Override a pytorch_config.yaml value, e.g. --set runner.eval_interval=1 "
+                   "(the key must exist in the config or be one the trainer reads).")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bar and no per-epoch lines (logging only).")
 @one_line_errors
 def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device, resume,
-          overrides):
+          overwrite, overrides, no_progress):
     """Train a pose model on a DeepLabCut project (CONFIG: its config.yaml)."""
     from dlc_train.apis import train_network
+    from dlc_train.config import ConfigError
+    from dlc_train.config.overrides import UnknownConfigKeyError
 
-    train_dir = train_network(config, shuffle=shuffle, trainset_index=trainset_index,
-                              net_type=net_type, epochs=epochs, batch_size=batch_size,
-                              device=device, resume=resume,
-                              pytorch_config_overrides=_parse_overrides(overrides))
+    try:
+        train_dir = train_network(config, shuffle=shuffle, trainset_index=trainset_index,
+                                  net_type=net_type, epochs=epochs, batch_size=batch_size,
+                                  device=device, resume=resume,
+                                  pytorch_config_overrides=_parse_overrides(overrides),
+                                  progress=not no_progress, overwrite=overwrite)
+    except UnknownConfigKeyError as err:
+        raise ConfigError(f"--set {err}") from None
     click.echo(f"snapshots in {train_dir}")
 
 
@@ -83,6 +111,9 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
               help="Largest keypoint difference in pixels the parity check accepts.")
 @click.option("--allow-parity-failure", is_flag=True,
               help="Write the bundle even when parity exceeds the tolerance.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier bundle at the output folder (anything else there is "
+                   "never replaced).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "torch"]),
               default="onnx", show_default=True,
               help="onnx: pose.onnx only; tensorrt: also a TensorRT engine for this GPU; torch: "
@@ -112,7 +143,7 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
               help="CTD models: that bottom-up model's snapshot (with --conditions-config).")
 @one_line_errors
 def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, output, frames,
-           tolerance, allow_parity_failure, fmt, precision, input_size, batch,
+           tolerance, allow_parity_failure, overwrite, fmt, precision, input_size, batch,
            calibration_videos, device, conditions_config, conditions_snapshot):
     """Export a snapshot to a bundle (SOURCE: a project config.yaml or a snapshot .pt)."""
     from dlc_export import export_bundle, export_from_project
@@ -125,6 +156,7 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
                   torch_precisions=(precision,) if fmt == "torch" else (),
                   tensorrt_precision=precision if fmt == "tensorrt" else None,
                   calibration_videos=calibration_videos, input_size=size, batch=batch,
+                  overwrite=overwrite,
                   # TensorRT engines are built for one frame size: the same HxW.
                   frame_size=size if fmt == "tensorrt" else None)
     if conditions_config or conditions_snapshot:
@@ -145,7 +177,7 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--dest", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: beside each video).")
-@click.option("--batch-size", default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
               default="onnxruntime", show_default=True,
@@ -165,23 +197,26 @@ def analyze(bundle, videos, dest, batch_size, device, backend, save_as_csv, over
         device = "cuda"  # TensorRT runs on the GPU only
     for video in videos:
         result = analyze_video(bundle, video, dest_folder=dest, batch_size=batch_size,
-                               backend=backend, device=device, save_as_csv=save_as_csv, overwrite=overwrite,
-                               allow_truncated=allow_truncated, progress=not no_progress)
-        click.echo(f"{video}: {result.n_frames} frames at {result.fps:.1f} frames/s -> "
-                   f"{result.h5_path}")
+                               backend=backend, device=device, save_as_csv=save_as_csv,
+                               overwrite=overwrite, allow_truncated=allow_truncated,
+                               progress=not no_progress)
+        click.echo(in_cli_words(result.summary()))
 
 
 @cli.command()
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("dlc-demo"),
-              show_default=True, help="Working folder (replaced if it holds an earlier demo).")
+              show_default=True, help="Working folder (new, or an earlier demo with "
+                                      "--overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier demo in the folder.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: tuned).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs (default: tuned).")
 @one_line_errors
-def demo(output, seed, epochs):
+def demo(output, overwrite, seed, epochs):
     """Generate a synthetic project, train a small model, export it, analyze the video."""
     from dlc_cli.demo import run_demo
 
-    run_demo(output, seed=seed, epochs=epochs, echo=click.echo)
+    run_demo(output, seed=seed, epochs=epochs, echo=click.echo, overwrite=overwrite)
 
 
 if __name__ == "__main__":

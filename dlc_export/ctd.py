@@ -525,7 +525,8 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
                       tensorrt_precision: str | None = None,
                       frame_size: tuple[int, int] | None = None,
                       calibration_videos: tuple[Path, ...] = (),
-                      input_size: tuple[int, int] | None = None) -> ExportResult:
+                      input_size: tuple[int, int] | None = None,
+                      overwrite: bool = False) -> ExportResult:
     """Exports a CTD shuffle and its bottom-up conditions model to one bundle.
 
     Args:
@@ -550,6 +551,7 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
             frames' size).
         input_size: the conditions (bottom-up) model's network size, as for bottom-up exports
             (letterbox inside its graph); the CTD pose network runs at its crop size anyway.
+        overwrite: replace an earlier bundle at ``output`` (see ``export_bundle``).
     """
     from dlc_export.ctd_artifacts import (
         add_ctd_engines,
@@ -606,7 +608,7 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
     # Both graphs' engines are built for one frame size: the nested export gets it explicitly.
     engine_size = tuple(frame_size or parity_frames.shape[1:3]) if tensorrt_precision else None
 
-    with staged_bundle(output) as staging:
+    with staged_bundle(output, overwrite) as staging:
         # The conditions model's own export builds and checks its torch artifacts and engine.
         nested = export_bundle(conditions_config, conditions_snapshot,
                                staging / CONDITIONS_DIR, frames=parity_frames,

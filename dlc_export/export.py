@@ -10,10 +10,6 @@ What differs between kinds of models (wrapper, outputs, manifest decoder) is an 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +30,10 @@ from dlc_export.parity import (
 from dlc_export.plans import ExportPlan, check_plan, make_plan
 from dlc_export.torch_export import add_torch_artifact
 from dlc_export.wrappers import Letterbox, pad_divisor_from_config
+from dlc_io import staged_folder
 from dlc_runtime.backends import OnnxRuntimeBackend
-from dlc_runtime.bundle import (BatchRange, Bundle, GraphSpec, InputSpec, Manifest, sha256_file,
-                                write_manifest)
+from dlc_runtime.bundle import (BatchRange, Bundle, GraphSpec, InputSpec, Manifest,
+                                is_bundle_folder, sha256_file, write_manifest)
 from dlc_runtime.pipelines import make_pipeline
 from dlc_train.config import read_config_as_dict, write_config
 from dlc_train.models.loading import build_model_from_snapshot
@@ -160,7 +157,8 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                   input_size: tuple[int, int] | None = None,
                   batch: int | None = None,
                   conditions_config: str | Path | None = None,
-                  conditions_snapshot: str | Path | None = None) -> ExportResult:
+                  conditions_snapshot: str | Path | None = None,
+                  overwrite: bool = False) -> ExportResult:
     """Exports a snapshot to an ONNX bundle and checks it against the PyTorch model.
 
     Args:
@@ -187,6 +185,9 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         conditions_config, conditions_snapshot: conditional top-down (CTD) models only: the
             bottom-up model giving the conditions (default: the shuffle the config's
             ``inference.conditions`` names).
+        overwrite: replace an earlier bundle at ``output``. Without it an existing bundle is
+            refused; anything else there (a file, a folder of other files, the current
+            folder) is always refused, before any work is done.
     """
     pytorch_config_path, snapshot_path = Path(pytorch_config_path), Path(snapshot_path)
     cfg = read_config_as_dict(pytorch_config_path)
@@ -203,7 +204,8 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                       allow_parity_failure=allow_parity_failure, opset=opset, simplify=simplify,
                       max_batch=batch or max_batch, torch_precisions=torch_precisions,
                       device=device, tensorrt_precision=tensorrt_precision, frame_size=frame_size,
-                      calibration_videos=calibration_videos, input_size=input_size)
+                      calibration_videos=calibration_videos, input_size=input_size,
+                      overwrite=overwrite)
         return _export_top_down(pytorch_config_path, snapshot_path, output, kwargs)
     if Task.from_str(str(cfg.get("method", "bu"))) == Task.COND_TOP_DOWN:
         kwargs = dict(frames=frames, tolerance_px=tolerance_px,
@@ -212,7 +214,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
                       device=device, tensorrt_precision=tensorrt_precision, frame_size=frame_size,
                       calibration_videos=calibration_videos, input_size=input_size,
                       conditions_config=conditions_config,
-                      conditions_snapshot=conditions_snapshot)
+                      conditions_snapshot=conditions_snapshot, overwrite=overwrite)
         return _export_cond_top_down(pytorch_config_path, snapshot_path, output, kwargs)
     _check_config(cfg, pytorch_config_path)
     project = _project_config(cfg, pytorch_config_path)
@@ -232,7 +234,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         else default_bundle_dir(project, snapshot_path, scorer)
     parity_frames, source = _parity_frames(frames, project)
 
-    with staged_bundle(output) as staging:
+    with staged_bundle(output, overwrite) as staging:
         export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()), staging / "pose.onnx",
                     output_names=plan.output_names, opset=opset, simplify=simplify)
         batch_range = BatchRange(1, batch, batch) if batch else \
@@ -390,32 +392,9 @@ def _add_tensorrt_engine(bundle_dir: Path, precision: str, frame_size: tuple[int
     add_engine_to_bundle(bundle_dir, entry)
 
 
-@contextmanager
-def staged_bundle(output: Path) -> Iterator[Path]:
-    """A hidden sibling folder of ``output`` to write a bundle in: renamed onto ``output`` when
-    the block succeeds, removed when it fails, so nothing half-written is left and an earlier
-    bundle at ``output`` survives a failed export."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
-    try:
-        yield staging
-        _replace_dir(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Moves ``new`` to ``target``; an existing target is removed only after the move succeeds."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{new.name[-8:]}")
-        target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        if old is not None:
-            old.rename(target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def staged_bundle(output: Path, overwrite: bool = False):
+    """A hidden sibling folder of ``output`` to write a bundle in (see
+    :func:`dlc_io.staged_folder`): renamed onto ``output`` when the block succeeds, removed when
+    it fails. ``output`` must be new, empty, or (with ``overwrite``) an earlier bundle; anything
+    else there is refused before any work is done."""
+    return staged_folder(output, what="bundle", is_ours=is_bundle_folder, overwrite=overwrite)

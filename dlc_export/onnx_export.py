@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import onnx
 import torch
+
+from dlc_io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +44,28 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path
     extra_inputs = dict(extra_inputs or {})
     dynamic_axes = {input_name: axes, **{name: {0: "batch"} for name in extra_inputs},
                     **{name: {0: "batch"} for name in output_names}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
-    os.close(fd)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The legacy exporter is chosen on purpose (see above); its deprecation and tracer
-            # notes (shape checks inside GroupNorm) are noise for users.
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(module.eval(), (example, *extra_inputs.values()), tmp,
-                              dynamo=False, opset_version=opset,
-                              input_names=[input_name, *extra_inputs],
-                              output_names=list(output_names), dynamic_axes=dynamic_axes,
-                              do_constant_folding=True)
-        graph = onnx.load(tmp)
-        onnx.checker.check_model(graph, full_check=True)
-        if simplify:
-            graph = _simplify(graph)
-        if check_tensorrt:
-            # Imported here: tensorrt_ops subclasses this module's ExportError.
-            from dlc_export.tensorrt_ops import check_tensorrt_operators
-            check_tensorrt_operators(graph, where=path.name)
-        onnx.save(graph, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, keep_suffix=True) as tmp:
+            with torch.no_grad(), warnings.catch_warnings():
+                # The legacy exporter is chosen on purpose (see above); its deprecation and
+                # tracer notes (shape checks inside GroupNorm) are noise for users.
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                torch.onnx.export(module.eval(), (example, *extra_inputs.values()), tmp,
+                                  dynamo=False, opset_version=opset,
+                                  input_names=[input_name, *extra_inputs],
+                                  output_names=list(output_names), dynamic_axes=dynamic_axes,
+                                  do_constant_folding=True)
+            graph = onnx.load(tmp)
+            onnx.checker.check_model(graph, full_check=True)
+            if simplify:
+                graph = _simplify(graph)
+            if check_tensorrt:
+                # Imported here: tensorrt_ops subclasses this module's ExportError.
+                from dlc_export.tensorrt_ops import check_tensorrt_operators
+                check_tensorrt_operators(graph, where=path.name)
+            onnx.save(graph, tmp)
     except Exception as err:
-        Path(tmp).unlink(missing_ok=True)
         if isinstance(err, ExportError):
             raise
         raise ExportError(f"{what} failed: {type(err).__name__}: {err}") from err

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 
 from dlc_export.onnx_export import ExportError
 from dlc_export.tensorrt_ops import check_tensorrt_operators
+from dlc_io import atomic_write_bytes
 from dlc_runtime.bundle import Bundle, Manifest, sha256_file, write_manifest
 from dlc_runtime.errors import BackendError
 
@@ -254,7 +254,7 @@ def _make_calibrator(trt: Any, frames: np.ndarray, batch_size: int, input_name: 
 
         def write_calibration_cache(self, cache: Any) -> None:
             if cache_path is not None:
-                _atomic_write(cache_path, bytes(cache))
+                atomic_write_bytes(cache_path, bytes(cache))
 
         def __del__(self) -> None:
             try:
@@ -269,18 +269,6 @@ def _make_calibrator(trt: Any, frames: np.ndarray, batch_size: int, input_name: 
 # ----------------------------------------------------------------------------------------------
 # Build
 # ----------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _parser_errors(parser: Any) -> str:
@@ -426,9 +414,9 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         raise TensorRTBuildError(f"TensorRT {trt.__version__} could not build an engine from "
                                  f"{onnx_path} ({precision}); see its log above")
     engine_path = Path(engine_path)
-    _atomic_write(engine_path, bytes(serialized))
+    atomic_write_bytes(engine_path, bytes(serialized))
     if cache_path is not None:
-        _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     del calibrator
     return engine_path
 

@@ -385,7 +385,8 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
                            tensorrt_precision: str | None = None,
                            frame_size: tuple[int, int] | None = None,
                            calibration_videos: tuple[Path, ...] = (),
-                           input_size: tuple[int, int] | None = None) -> ExportResult:
+                           input_size: tuple[int, int] | None = None,
+                           overwrite: bool = False) -> ExportResult:
     """Exports a top-down shuffle to a bundle with ``detector.onnx`` and ``pose.onnx``.
 
     Args:
@@ -415,6 +416,7 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
             ``frame_size``). Top-down networks already run at fixed sizes (the pose crop,
             ``decoder.crop``, and the detector's own input, ``decoder.detector_input``), so
             there is no network size to choose; without TensorRT it is refused.
+        overwrite: replace an earlier bundle at ``output`` (see ``export_bundle``).
     """
     from dlc_export.export import (
         ExportResult,
@@ -465,7 +467,7 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
     parity_frames, source = _parity_frames(frames, project)
     boxes = parity_boxes(parity_frames, m)
 
-    with staged_bundle(output) as staging:
+    with staged_bundle(output, overwrite) as staging:
         det_path = export_detector_onnx(det_graph, parity_frames[:2], staging / "detector.onnx",
                                         opset=opset, simplify=simplify)
         pose_path = export_pose_onnx(wrapper, parity_frames[:2], boxes[:2],

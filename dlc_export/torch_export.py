@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +37,7 @@ import torch
 from torch import nn
 
 from dlc_export.onnx_export import ExportError
+from dlc_io import atomic_path
 from dlc_export.parity import (
     DEFAULT_PCUTOFF,
     DEFAULT_TOLERANCE_PX,
@@ -248,11 +247,7 @@ def save_checked_artifact(module: nn.Module, args: tuple[torch.Tensor, ...], pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the suffix: torch.export.load wants ".pt2", and the loader picks the format by it.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp-",
-                                    suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         try:
             _save(module, args, tmp, method, max_batch)
             loaded = load_torch_artifact(tmp, device)
@@ -260,10 +255,6 @@ def save_checked_artifact(module: nn.Module, args: tuple[torch.Tensor, ...], pat
             raise ExportError(f"torch {method} export {what} failed: "
                               f"{type(err).__name__}: {str(err).strip().splitlines()[0]}") from err
         result = check(loaded)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return result
 
 

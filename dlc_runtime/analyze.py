@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from dlc_runtime.backends.base import Backend, make_backend
 from dlc_runtime.bundle import Bundle, _package_version
-from dlc_runtime.outputs import (H5_KEY, H5Writer, ResultPaths, build_meta, write_csv_from_h5,
-                                 write_meta_pickle)
+from dlc_runtime.errors import OutputError
+from dlc_runtime.outputs import H5Writer, ResultPaths, build_meta, write_csv_from_h5, \
+    write_meta_pickle
 from dlc_runtime.pipelines.base import make_pipeline, pipeline_class
+from dlc_runtime.results import ResultStage, complete_missing, find_complete
 from dlc_runtime.video import VideoIterator
 
 logger = logging.getLogger(__name__)
@@ -28,11 +29,14 @@ class AnalysisResult:
 
     Attributes:
         h5_path: the result ``.h5``.
-        n_frames: frames written (or found in an existing result when skipped).
+        n_frames: frames written (or in the complete result found when skipped).
         seconds: wall time of decode + inference + writing (0 when skipped).
         fps: throughput in frames per second (0 when skipped).
-        skipped: True when an existing result was kept (``overwrite=False``).
-        csv_path, meta_path: the other files written, when written.
+        skipped: True when a complete earlier result was kept (``overwrite=False``).
+        csv_path, meta_path: the other files, when they exist.
+        added: outputs a skipped video's result lacked and got now (".csv", "_meta.pickle").
+        video: the video analyzed.
+        replaced_unrecorded: an ``.h5`` without a completion record was there and was replaced.
     """
 
     h5_path: Path
@@ -42,9 +46,25 @@ class AnalysisResult:
     skipped: bool = False
     csv_path: Path | None = None
     meta_path: Path | None = None
+    added: list[str] = field(default_factory=list)
+    video: Path | None = None
+    replaced_unrecorded: bool = False
 
     def __fspath__(self) -> str:
         return os.fspath(self.h5_path)
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        if not self.skipped:
+            note = " (replaced an earlier .h5 that had no completion record)" \
+                if self.replaced_unrecorded else ""
+            return (f"{self.video}: {self.n_frames} frames at {self.fps:.1f} frames/s -> "
+                    f"{self.h5_path}{note}")
+        if self.added:
+            return (f"{self.video}: already analyzed ({self.n_frames} frames); wrote the missing "
+                    f"{' and '.join(self.added)} from the finished .h5 -> {self.h5_path}")
+        return (f"{self.video}: skipped, already analyzed ({self.n_frames} frames) -> "
+                f"{self.h5_path} (overwrite=True analyzes it again)")
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -54,13 +74,22 @@ def _say(msg: str, progress: bool) -> None:
     logger.info(msg)
 
 
-def _count_rows(h5: Path) -> int:
-    # Informative only: a result written by another tool may lack the table metadata.
-    try:
-        with pd.HDFStore(h5, mode="r") as store:
-            return int(store.get_storer(H5_KEY).nrows or 0)
-    except Exception:
-        return 0
+def _meta_from_record(bundle: Bundle, record: dict[str, Any]) -> dict[str, Any]:
+    """The ``_meta.pickle`` data from the facts of a run (kept in the completion record, so a
+    deleted meta file can be written again identically)."""
+    run = record["run"]
+    return build_meta(
+        start=run["start"], stop=run["stop"], scorer=bundle.scorer, fps=run["fps"],
+        batch_size=run["batch_size"], width=run["width"], height=run["height"],
+        nframes=record["n_frames"], bodyparts=bundle.bodyparts,
+        unique_bodyparts=bundle.unique_bodyparts, individuals=bundle.individuals,
+        pytorch_config=bundle.pytorch_config(),
+        iteration=bundle.manifest.source.get("iteration"),
+        train_fraction=bundle.manifest.source.get("train_fraction"),
+        extra={"dlc-deploy": {"version": run["version"], "bundle": run["bundle"],
+                              "backend": run["backend"], "device": run["device"],
+                              "n_frames_metadata": run["n_frames_metadata"]}},
+    )
 
 
 def analyze_video(
@@ -79,6 +108,12 @@ def analyze_video(
 ) -> AnalysisResult:
     """Analyze one video with a bundle and write DeepLabCut-compatible results.
 
+    The ``.h5``, ``_meta.pickle`` and ``.csv`` appear under their final names only once all are
+    written and the ``.h5`` reads back exactly as written; the completion record
+    ``<video><scorer>_complete.json`` comes last (see :mod:`dlc_runtime.results`). Any write
+    failure (a full disk) is an :class:`OutputError` and leaves no file under a final name and
+    an earlier result as it was.
+
     Args:
         bundle_path: the bundle folder (or an already loaded :class:`Bundle`).
         video_path: the video.
@@ -89,7 +124,9 @@ def analyze_video(
         device: "cpu" or "cuda[:N]".
         save_as_csv: also write ``<stem><scorer>.csv``.
         progress: show a tqdm progress bar and messages.
-        overwrite: re-analyze even if the ``.h5`` exists (it is replaced only once complete).
+        overwrite: analyze again even when a complete result exists (it is replaced only once
+            the new one is complete). Without it a complete result is kept, and only the
+            outputs it lacks are written (from its ``.h5``).
         allow_truncated: keep the frames of a video that ends before its announced length.
         prefetch: decoded batches kept ready ahead of inference.
         backend_options: extra keyword arguments for the backend factory.
@@ -101,13 +138,21 @@ def analyze_video(
     video_path = Path(video_path)
     paths = ResultPaths.for_video(video_path, bundle.scorer, dest_folder)
 
-    if paths.h5.exists() and not overwrite:
-        _say(f"Video {video_path} already analyzed at {paths.h5}; pass overwrite=True to redo it.",
-             progress)
-        n = _count_rows(paths.h5)
-        return AnalysisResult(paths.h5, n, 0.0, 0.0, skipped=True,
-                              csv_path=paths.csv if paths.csv.exists() else None,
-                              meta_path=paths.meta if paths.meta.exists() else None)
+    record = None if overwrite else find_complete(paths)
+    if record is not None:
+        done = _guard_output(lambda: complete_missing(
+            paths, record, save_as_csv,
+            write_meta=lambda path, rec: write_meta_pickle(path, _meta_from_record(bundle, rec)),
+            write_csv=write_csv_from_h5), paths)
+        logger.info("%s already analyzed at %s", video_path, paths.h5)
+        return AnalysisResult(paths.h5, done.n_frames, 0.0, 0.0, skipped=True,
+                              csv_path=paths.csv if paths.csv.is_file() else None,
+                              meta_path=paths.meta, added=done.added, video=video_path)
+    unrecorded = paths.h5.exists() and not overwrite
+    if unrecorded:
+        _say(f"{paths.h5} has no completion record (an interrupted run, or another tool's "
+             "result): analyzing the video again; it is replaced once the new result is "
+             "complete", progress)
 
     # Open the video before the backend: a bad file should fail in milliseconds, not after
     # loading a model onto a GPU.
@@ -116,55 +161,80 @@ def analyze_video(
     own_backend = not isinstance(backend, Backend)
     engine: Backend | None = None
     pipeline = None
-    try:
-        options = dict(backend_options or {})
-        graph = getattr(pipeline_class(bundle), "backend_graph", "pose")
-        if graph != "pose":  # backends run the "pose" graph unless told otherwise
-            options.setdefault("graph", graph)
-        engine = (make_backend(bundle, backend, device, **options)
-                  if own_backend else backend)  # type: ignore[arg-type]
-        pipeline = make_pipeline(bundle, engine)
-        pipeline.check_frame_size(video.width, video.height, source=f"video {video_path}")
-        paths.h5.parent.mkdir(parents=True, exist_ok=True)
+    with ResultStage(paths) as stage:
+        try:
+            options = dict(backend_options or {})
+            graph = getattr(pipeline_class(bundle), "backend_graph", "pose")
+            if graph != "pose":  # backends run the "pose" graph unless told otherwise
+                options.setdefault("graph", graph)
+            engine = (make_backend(bundle, backend, device, **options)
+                      if own_backend else backend)  # type: ignore[arg-type]
+            pipeline = make_pipeline(bundle, engine)
+            pipeline.check_frame_size(video.width, video.height, source=f"video {video_path}")
+            _guard_output(lambda: paths.h5.parent.mkdir(parents=True, exist_ok=True), paths)
 
-        t0 = time.time()
-        with H5Writer(paths.h5, bundle.scorer, bundle.bodyparts, bundle.individuals,
-                      bundle.unique_bodyparts, bundle.multi_animal) as writer, \
-                tqdm(total=video.expected_frames, unit="frames", disable=not progress,
-                     desc=video_path.name) as bar:
-            for indices, frames in video:
-                result = pipeline(frames)
-                writer.append(indices, result.keypoints, result.unique_keypoints)
-                bar.update(len(indices))
-            # Leaving the `with` commits the .h5 (atomic rename); an exception above aborts it.
-        t1 = time.time()
-    finally:
-        video.close()
-        # A pipeline running several graphs (top-down) opened backends of its own.
-        close_pipeline = getattr(pipeline, "close", None)
-        if close_pipeline is not None:
-            close_pipeline()
-        if own_backend and engine is not None:
-            engine.close()
+            t0 = time.time()
+            stage.part("h5")  # the writer streams to this .part file
+            writer = H5Writer(paths.h5, bundle.scorer, bundle.bodyparts, bundle.individuals,
+                              bundle.unique_bodyparts, bundle.multi_animal)
+            try:
+                with tqdm(total=video.expected_frames, unit="frames", disable=not progress,
+                          desc=video_path.name) as bar:
+                    for indices, frames in video:
+                        result = pipeline(frames)
+                        writer.append(indices, result.keypoints, result.unique_keypoints)
+                        bar.update(len(indices))
+                writer.finish()  # reads the .part back; published below with the other files
+            except BaseException:
+                writer.abort()
+                raise
+            t1 = time.time()
+        finally:
+            video.close()
+            # A pipeline running several graphs (top-down) opened backends of its own.
+            close_pipeline = getattr(pipeline, "close", None)
+            if close_pipeline is not None:
+                close_pipeline()
+            if own_backend and engine is not None:
+                engine.close()
 
-    n = writer.n_rows
-    seconds = t1 - t0
-    meta = build_meta(
-        start=t0, stop=t1, scorer=bundle.scorer, fps=video.fps, batch_size=batch_size,
-        width=video.width, height=video.height, nframes=n, bodyparts=bundle.bodyparts,
-        unique_bodyparts=bundle.unique_bodyparts, individuals=bundle.individuals,
-        pytorch_config=bundle.pytorch_config(),
-        iteration=bundle.manifest.source.get("iteration"),
-        train_fraction=bundle.manifest.source.get("train_fraction"),
-        extra={"dlc-deploy": {"version": _package_version(), "bundle": str(bundle.path),
-                              # A pipeline running several graphs names what ran each.
-                              "backend": getattr(pipeline, "backend_name", engine.name),
-                              "device": device,
-                              "n_frames_metadata": video.n_frames}},
-    )
-    write_meta_pickle(paths.meta, meta)
-    csv_path = write_csv_from_h5(paths.h5, paths.csv) if save_as_csv else None
+        record = {
+            "n_frames": writer.n_rows,
+            "video": str(video_path),
+            "run": {"start": t0, "stop": t1, "fps": video.fps, "batch_size": batch_size,
+                    "width": video.width, "height": video.height,
+                    "n_frames_metadata": video.n_frames, "version": _package_version(),
+                    "bundle": str(bundle.path),
+                    # A pipeline running several graphs names what ran each.
+                    "backend": getattr(pipeline, "backend_name", engine.name),
+                    "device": device},
+        }
+
+        def write_rest() -> dict[str, Any]:
+            write_meta_pickle(stage.part("meta"), _meta_from_record(bundle, record))
+            if save_as_csv:
+                write_csv_from_h5(stage.staged["h5"], stage.part("csv"))
+            return stage.publish(record)
+
+        _guard_output(write_rest, paths)
+
+    n, seconds = writer.n_rows, t1 - t0
     fps = n / seconds if seconds > 0 else 0.0
-    _say(f"Analyzed {n} frames of {video_path} in {seconds:.1f} s ({fps:.1f} frames/s) -> "
-         f"{paths.h5}", progress)
-    return AnalysisResult(paths.h5, n, seconds, fps, csv_path=csv_path, meta_path=paths.meta)
+    logger.info("analyzed %d frames of %s in %.1f s (%.1f frames/s) -> %s", n, video_path,
+                seconds, fps, paths.h5)
+    return AnalysisResult(paths.h5, n, seconds, fps,
+                          csv_path=paths.csv if save_as_csv else None, meta_path=paths.meta,
+                          video=video_path, replaced_unrecorded=unrecorded)
+
+
+def _guard_output(action, paths: ResultPaths):
+    """Runs a step that writes results; an OSError (full disk, no permission) becomes one
+    OutputError line. Staged files are removed by the caller's ResultStage."""
+    try:
+        return action()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        where = err.filename or paths.h5.parent
+        raise OutputError(f"cannot write the results {paths.h5.name} in {paths.h5.parent}: "
+                          f"{reason} ({where}); nothing was written under the final "
+                          "names") from err

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from dlc_runtime._atomic import atomic_write_bytes
+from dlc_io import atomic_write_bytes
 from dlc_runtime.errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -281,7 +281,7 @@ class Manifest:
             decoder=v.get(data, "decoder", dict, default={}) or {},
             graphs=graphs,
             source=v.get(data, "source", dict, default={}) or {},
-            engines=v.get(data, "engines", list, default=[]) or [],
+            engines=_parse_engines(v, data),
             parity=v.get(data, "parity", (str, type(None)), default=None),
             exporter=ExporterInfo(
                 name=str(exporter_raw.get("name", "unknown")),
@@ -365,8 +365,29 @@ def _parse_graph(v: _Validator, name: str, g: Any) -> GraphSpec:
         opset=v.get(g, "opset", (int, type(None)), prefix=prefix, default=None),
         inputs=_parse_tensors(v, g, "inputs", prefix),
         outputs=_parse_tensors(v, g, "outputs", prefix),
-        sha256=v.get(g, "sha256", (str, type(None)), prefix=prefix, default=None),
+        sha256=_sha256_field(v, g, f"graphs.{name}"),
     )
+
+
+def _sha256_field(v: _Validator, d: dict, what: str) -> str:
+    # Required: without it a corrupted graph or engine would run and give wrong keypoints.
+    digest = d.get("sha256")
+    if not (isinstance(digest, str) and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)):
+        raise BundleError(f"{v.where}: '{what}.sha256' must be the file's sha256 (64 hex "
+                          f"digits), got {digest!r}; the file cannot be checked, re-export the "
+                          "bundle")
+    return digest
+
+
+def _parse_engines(v: _Validator, data: dict) -> list[dict[str, Any]]:
+    engines = v.get(data, "engines", (list, type(None)), default=[]) or []
+    for i, entry in enumerate(engines):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise BundleError(f"{v.where}: 'engines[{i}]' must be a mapping with a 'file'; "
+                              "re-export the bundle")
+        _sha256_field(v, entry, f"engines[{i}]")
+    return engines
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,6 +403,18 @@ def _graph_file(bundle_dir: Path, name: str, spec: GraphSpec, where: str) -> Pat
         raise BundleError(f"{where}: graphs.{name}.file {spec.file!r} must be a path inside the "
                           "bundle folder; re-export the bundle")
     return bundle_dir / rel
+
+
+def is_bundle_folder(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder whose manifest says dlc-deploy wrote it: the only kind of
+    folder an export may replace (with ``overwrite``)."""
+    manifest_path = Path(path) / MANIFEST_NAME
+    try:
+        data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    exporter = data.get("exporter") if isinstance(data, dict) else None
+    return isinstance(exporter, dict) and exporter.get("name") == ExporterInfo.name
 
 
 def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest,
@@ -450,7 +483,7 @@ class Bundle:
             if not gpath.is_file():
                 raise BundleError(f"{where}: graph '{name}' file {gpath} is missing; copy the "
                                   "whole bundle folder or re-export it")
-            if verify_sha256 and spec.sha256:
+            if verify_sha256:
                 actual = sha256_file(gpath)
                 if actual != spec.sha256:
                     raise BundleError(
@@ -518,5 +551,5 @@ class Bundle:
 __all__ = [
     "SCHEMA_VERSION", "SUPPORTED_SCHEMA_VERSIONS", "MANIFEST_NAME", "TASKS",
     "BatchRange", "InputSpec", "TensorSpec", "GraphSpec", "ExporterInfo", "Manifest",
-    "Bundle", "write_manifest", "sha256_file",
+    "Bundle", "write_manifest", "sha256_file", "is_bundle_folder",
 ]

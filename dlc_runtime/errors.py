@@ -23,4 +23,8 @@ class BackendError(DLCRuntimeError):
     """An inference backend cannot be created (unknown name, device unavailable, bad graph)."""
 
 
-__all__ = ["DLCRuntimeError", "BundleError", "VideoError", "BackendError"]
+class OutputError(DLCRuntimeError):
+    """A result file could not be written, or does not read back as written (full disk)."""
+
+
+__all__ = ["DLCRuntimeError", "BundleError", "VideoError", "BackendError", "OutputError"]

@@ -6,13 +6,16 @@ Naming follows DeepLabCut 3: ``<video stem><scorer>.h5`` in the destination fold
 individual ``single``), coords ``x, y, likelihood``, integer index = frame number.
 
 Results stream to an HDF5 table in ``<name>.h5.part`` batch by batch (memory stays flat however
-long the video) and are renamed onto the final name only once complete, so an error or a crash
-never leaves a half-written ``.h5`` and never replaces a good previous result with a partial one.
+long the video). :meth:`H5Writer.finish` then reads the whole table back and compares it with
+what was appended: HDF5 can lose writes on a full disk without raising, and a file that pandas
+reads happily but whose last frames are zeros is worse than no file. Publishing the files under
+their final names, the completion record last, is :mod:`dlc_runtime.results`' job.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 from collections.abc import Sequence
@@ -24,30 +27,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlc_runtime._atomic import _fsync, atomic_path, part_path
+from dlc_io import fsync_file, part_path
+from dlc_runtime.errors import OutputError
 
 H5_KEY = "df_with_missing"
 COORDS = ("x", "y", "likelihood")
 UNIQUE_INDIVIDUAL = "single"
+READ_BACK_ROWS = 50_000  # rows per chunk when verifying a written table
 
 
 @dataclass(frozen=True)
 class ResultPaths:
-    """Where the results of one video go."""
+    """Where the results of one video go; ``record`` is the completion record (written last)."""
 
     h5: Path
     csv: Path
     meta: Path
+    record: Path
 
     @classmethod
     def for_video(cls, video_path: str | os.PathLike[str], scorer: str,
                   dest_folder: str | os.PathLike[str] | None = None) -> ResultPaths:
-        """DeepLabCut naming: ``<dest>/<video stem><scorer>{.h5,.csv,_meta.pickle}``."""
+        """DeepLabCut naming: ``<dest>/<video stem><scorer>{.h5,.csv,_meta.pickle}``, plus
+        ``_complete.json``."""
         video_path = Path(video_path)
         folder = Path(dest_folder) if dest_folder is not None else video_path.parent
         prefix = video_path.stem + scorer
         return cls(h5=folder / f"{prefix}.h5", csv=folder / f"{prefix}.csv",
-                   meta=folder / f"{prefix}_meta.pickle")
+                   meta=folder / f"{prefix}_meta.pickle",
+                   record=folder / f"{prefix}_complete.json")
 
 
 def make_columns(scorer: str, bodyparts: Sequence[str], individuals: Sequence[str] = ("animal",),
@@ -68,15 +76,34 @@ def make_columns(scorer: str, bodyparts: Sequence[str], individuals: Sequence[st
     return cols
 
 
+class _Digest:
+    """A running hash of frame indices and float64 values, independent of how rows are batched."""
+
+    def __init__(self) -> None:
+        self.index = hashlib.blake2b(digest_size=16)
+        self.values = hashlib.blake2b(digest_size=16)
+
+    def update(self, index: np.ndarray, values: np.ndarray) -> None:
+        self.index.update(np.ascontiguousarray(index, dtype=np.int64).tobytes())
+        self.values.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+
+    def same(self, other: _Digest) -> bool:
+        return (self.index.digest(), self.values.digest()) == \
+            (other.index.digest(), other.values.digest())
+
+
 class H5Writer:
-    """Append keypoints batch by batch to ``<path>.part``; :meth:`commit` renames it to ``path``.
+    """Append keypoints batch by batch to ``<path>.part``; :meth:`finish` verifies it.
 
     Args:
-        path: the final ``.h5`` path.
+        path: the final ``.h5`` path (this writer only ever writes ``<path>.part``).
         scorer, bodyparts, individuals, unique_bodyparts, multi_animal: the column layout
             (see :func:`make_columns`).
 
-    Used as a context manager it commits on success and removes the ``.part`` file on error.
+    Used as a context manager it commits (finishes, then renames onto ``path``) on success and
+    removes the ``.part`` file on error; callers publishing several files together call
+    :meth:`finish` and rename it themselves. Every write failure is an :class:`OutputError`
+    and leaves no file under ``path``.
     """
 
     def __init__(self, path: str | os.PathLike[str], scorer: str, bodyparts: Sequence[str],
@@ -89,10 +116,23 @@ class H5Writer:
         self.n_bodyparts = len(bodyparts)
         self.n_unique = len(unique_bodyparts)
         self.n_rows = 0
+        self._digest = _Digest()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # mode="w" also discards a stale .part left by a crashed earlier run.
-        self._store: pd.HDFStore | None = pd.HDFStore(self.part, mode="w")
-        self._committed = False
+        self._store: pd.HDFStore | None = self._guard(lambda: pd.HDFStore(self.part, mode="w"),
+                                                      "create")
+        self._finished = False
+
+    def _guard(self, action, doing: str):
+        """Runs ``action``; any failure of the file layer becomes one OutputError line."""
+        try:
+            return action()
+        except OutputError:
+            raise
+        except Exception as err:  # PyTables raises its own types (HDF5ExtError...) for OSErrors
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise OutputError(f"cannot {doing} {self.part}: {first} (is the disk full?); "
+                              f"nothing was written under {self.path.name}") from err
 
     def append(self, frame_indices: np.ndarray, keypoints: np.ndarray,
                unique_keypoints: np.ndarray | None = None) -> None:
@@ -124,29 +164,63 @@ class H5Writer:
                                  f"frame, got {np.asarray(unique_keypoints).shape}")
             parts.append(u.astype(np.float64))
         values = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        df = pd.DataFrame(values, columns=self.columns,
-                          index=np.asarray(frame_indices, dtype=np.int64))
-        # index=False: building the table index once in commit() is much cheaper than per batch.
-        self._store.append(H5_KEY, df, format="table", index=False)
+        index = np.asarray(frame_indices, dtype=np.int64)
+        df = pd.DataFrame(values, columns=self.columns, index=index)
+        # index=False: building the table index once in finish() is much cheaper than per batch.
+        store = self._store
+        self._guard(lambda: store.append(H5_KEY, df, format="table", index=False), "write")
+        self._digest.update(index, values)
         self.n_rows += b
 
-    def commit(self) -> Path:
-        """Finish the table and atomically move it onto the final path."""
-        if self._committed:
-            return self.path
+    def finish(self) -> Path:
+        """Close the table, flush it to disk and check that it reads back exactly as appended.
+
+        Returns:
+            The verified ``.part`` file (not yet under the final name).
+
+        Raises:
+            OutputError: a write failed, or rows or values differ from what was appended.
+        """
+        if self._finished:
+            return self.part
         if self._store is None:
             raise RuntimeError(f"{self.path}: writer was aborted")
-        if self.n_rows == 0:
-            # An empty result is written too (DLC does), as an empty frame with the right columns.
-            self._store.put(H5_KEY, pd.DataFrame(columns=self.columns, dtype=np.float64),
-                            format="table")
-        else:
-            self._store.create_table_index(H5_KEY)
-        self._store.close()
+        store = self._store
+
+        def close() -> None:
+            if self.n_rows == 0:
+                # An empty result is written too (DLC does), as an empty frame with the columns.
+                store.put(H5_KEY, pd.DataFrame(columns=self.columns, dtype=np.float64),
+                          format="table")
+            else:
+                store.create_table_index(H5_KEY)
+            store.close()
+
+        self._guard(close, "finish")
         self._store = None
-        _fsync(self.part)
-        os.replace(self.part, self.path)
-        self._committed = True
+        self._guard(lambda: fsync_file(self.part), "flush")
+        self._guard(self._verify, "read back")
+        self._finished = True
+        return self.part
+
+    def _verify(self) -> None:
+        read = _Digest()
+        with pd.HDFStore(self.part, mode="r") as store:
+            nrows = int(store.get_storer(H5_KEY).nrows or 0)
+            if nrows != self.n_rows:
+                raise OutputError(f"{self.part} holds {nrows} rows where {self.n_rows} were "
+                                  f"written (is the disk full?); nothing was written under "
+                                  f"{self.path.name}")
+            if nrows:
+                for chunk in store.select(H5_KEY, chunksize=READ_BACK_ROWS):
+                    read.update(chunk.index.to_numpy(), chunk.to_numpy(dtype=np.float64))
+        if nrows and not read.same(self._digest):
+            raise OutputError(f"{self.part} does not read back as written: values differ (is "
+                              f"the disk full?); nothing was written under {self.path.name}")
+
+    def commit(self) -> Path:
+        """:meth:`finish`, then atomically move the table onto the final path."""
+        os.replace(self.finish(), self.path)
         return self.path
 
     def abort(self) -> None:
@@ -155,9 +229,8 @@ class H5Writer:
             with contextlib.suppress(Exception):
                 self._store.close()
             self._store = None
-        if not self._committed:
-            with contextlib.suppress(FileNotFoundError):
-                self.part.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.part.unlink()
 
     def __enter__(self) -> H5Writer:
         return self
@@ -165,33 +238,38 @@ class H5Writer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is None:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
         else:
             self.abort()
 
 
 def write_csv_from_h5(h5_path: str | os.PathLike[str], csv_path: str | os.PathLike[str],
                       chunksize: int = 10_000) -> Path:
-    """Write the DeepLabCut ``.csv`` of a result ``.h5`` in chunks, atomically.
+    """Write the DeepLabCut ``.csv`` of a result ``.h5`` to ``csv_path``, in chunks.
 
     The output is byte-identical to ``pd.read_hdf(h5).to_csv(csv)`` (three header rows then one
-    row per frame) without ever holding the whole table in memory.
+    row per frame) without ever holding the whole table in memory. ``csv_path`` is written as
+    given: callers publish it (see :mod:`dlc_runtime.results`).
     """
     csv_path = Path(csv_path)
-    with atomic_path(csv_path) as tmp, pd.HDFStore(h5_path, mode="r") as store:
+    with pd.HDFStore(h5_path, mode="r") as store:
         nrows = store.get_storer(H5_KEY).nrows or 0
         if nrows == 0:
-            store.select(H5_KEY).to_csv(tmp)
+            store.select(H5_KEY).to_csv(csv_path)
         else:
-            with open(tmp, "w", newline="") as fh:
+            with open(csv_path, "w", newline="") as fh:
                 for i, chunk in enumerate(store.select(H5_KEY, chunksize=chunksize)):
                     chunk.to_csv(fh, header=(i == 0))
     return csv_path
 
 
 def write_meta_pickle(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    """Write ``{"data": data}`` (DeepLabCut's ``_meta.pickle`` layout) atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    """Write ``{"data": data}`` (DeepLabCut's ``_meta.pickle`` layout) to ``path``."""
+    with open(path, "wb") as fh:
         pickle.dump({"data": data}, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return Path(path)
 

@@ -64,6 +64,9 @@ class VideoIterator:
         self.allow_truncated = allow_truncated
         self.n_decoded = 0  # frames delivered so far (updated by the decode thread)
 
+        if self.path.is_dir():
+            raise VideoError(f"{self.path} is a folder, not a video: pass the video files "
+                             "(e.g. folder/*.mp4)")
         if not self.path.is_file():
             raise VideoError(f"cannot decode video {self.path}: file does not exist")
         self._cap = cv2.VideoCapture(str(self.path))

@@ -6,21 +6,8 @@ import shutil
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 
-from dlc_cli.main import cli
-
-
-def _invoke(args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def _assert_one_line_error(result, fragment: str):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert fragment in lines[0]
-    assert "Traceback" not in result.output
+from cli_helpers import invoke, one_error_line
 
 
 @pytest.fixture
@@ -34,7 +21,7 @@ def demo_bundle(demo_run, tmp_path):
 def test_analyze_writes_h5_csv_and_meta(demo_run, tmp_path):
     output, result = demo_run
     video = next((output / "project").glob("*/videos/*.mp4"))
-    res = _invoke(["analyze", result.bundle_dir, video, "--dest", tmp_path, "--save-as-csv",
+    res = invoke(["analyze", result.bundle_dir, video, "--dest", tmp_path, "--save-as-csv",
                    "--no-progress"])
     assert res.exit_code == 0, res.output
     h5 = next(tmp_path.glob("*.h5"))
@@ -47,8 +34,8 @@ def test_analyze_writes_h5_csv_and_meta(demo_run, tmp_path):
 def test_corrupt_video_is_a_one_line_error(demo_bundle, tmp_path):
     video = tmp_path / "corrupt.mp4"
     video.write_bytes(bytes(range(256)) * 400)
-    res = _invoke(["analyze", demo_bundle, video, "--dest", tmp_path, "--no-progress"])
-    _assert_one_line_error(res, "corrupt.mp4")
+    res = invoke(["analyze", demo_bundle, video, "--dest", tmp_path, "--no-progress"])
+    one_error_line(res, "corrupt.mp4")
     assert not list(tmp_path.glob("*.h5*"))
 
 
@@ -56,17 +43,17 @@ def test_missing_bundle_file_is_a_one_line_error(demo_run, demo_bundle, tmp_path
     output, _ = demo_run
     (demo_bundle / "pose.onnx").unlink()
     video = next((output / "project").glob("*/videos/*.mp4"))
-    res = _invoke(["analyze", demo_bundle, video, "--dest", tmp_path, "--no-progress"])
-    _assert_one_line_error(res, "pose.onnx")
-    res = _invoke(["analyze", tmp_path / "no-such.bundle", video, "--no-progress"])
-    _assert_one_line_error(res, "no-such.bundle")
+    res = invoke(["analyze", demo_bundle, video, "--dest", tmp_path, "--no-progress"])
+    one_error_line(res, "pose.onnx")
+    res = invoke(["analyze", tmp_path / "no-such.bundle", video, "--no-progress"])
+    one_error_line(res, "no-such.bundle")
 
 
 def test_malformed_project_config_is_a_one_line_error(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("Task: x\nbodyparts: [snout, tail\nscorer: me\n")
-    _assert_one_line_error(_invoke(["train", config, "--epochs", "1"]), "config.yaml")
-    _assert_one_line_error(_invoke(["train", tmp_path / "absent" / "config.yaml"]),
+    one_error_line(invoke(["train", config, "--epochs", "1"]), "config.yaml")
+    one_error_line(invoke(["train", tmp_path / "absent" / "config.yaml"]),
                            "config.yaml")
 
 
@@ -77,7 +64,7 @@ def test_bad_snapshots_are_one_line_errors(demo_run, tmp_path):
     truncated = tmp_path / "snapshot-010.pt"
     truncated.write_bytes(snapshot.read_bytes()[: snapshot.stat().st_size // 2])
     shutil.copy(train_dir / "pytorch_config.yaml", tmp_path / "pytorch_config.yaml")
-    _assert_one_line_error(_invoke(["export", truncated, "-o", tmp_path / "b.bundle"]),
+    one_error_line(invoke(["export", truncated, "-o", tmp_path / "b.bundle"]),
                            "snapshot-010.pt")
 
     # A snapshot of another architecture for this config.
@@ -89,8 +76,8 @@ def test_bad_snapshots_are_one_line_errors(demo_run, tmp_path):
     other = PoseModel.build(make_pytorch_pose_config(project, "x.yaml", "resnet_18")["model"])
     wrong = tmp_path / "snapshot-020.pt"
     torch.save({"metadata": {"epoch": 20}, "model": other.state_dict()}, wrong)
-    res = _invoke(["export", wrong, "-o", tmp_path / "c.bundle"])
-    _assert_one_line_error(res, "does not fit")
+    res = invoke(["export", wrong, "-o", tmp_path / "c.bundle"])
+    one_error_line(res, "does not fit")
     assert not (tmp_path / "b.bundle").exists() and not (tmp_path / "c.bundle").exists()
 
 
@@ -99,12 +86,12 @@ def test_export_torch_artifact_and_analyze_with_torch_backend(demo_run, tmp_path
     train_dir = next((output / "project").glob("*/dlc-models-pytorch/*/*/train"))
     snapshot = sorted(train_dir.glob("snapshot-*.pt"))[-1]
     bundle = tmp_path / "torch.bundle"
-    res = _invoke(["export", snapshot, "-o", bundle, "--format", "torch", "--precision", "fp32"])
+    res = invoke(["export", snapshot, "-o", bundle, "--format", "torch", "--precision", "fp32"])
     assert res.exit_code == 0, res.output
     assert (bundle / "pose.onnx").is_file() and list(bundle.glob("pose.fp32.*"))
     video = next((output / "project").glob("*/videos/*.mp4"))
     for backend in ("onnxruntime", "torch"):
-        res = _invoke(["analyze", bundle, video, "--dest", tmp_path / backend, "--backend",
+        res = invoke(["analyze", bundle, video, "--dest", tmp_path / backend, "--backend",
                        backend, "--no-progress"])
         assert res.exit_code == 0, res.output
     ort = pd.read_hdf(next((tmp_path / "onnxruntime").glob("*.h5")), "df_with_missing")

@@ -41,5 +41,5 @@ def test_demo_refuses_to_clear_a_foreign_folder(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     result = CliRunner().invoke(cli, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 1
-    assert "is not a dlc demo folder" in result.output
+    assert "not written as a dlc demo folder" in result.output
     assert (tmp_path / "precious.txt").read_text() == "keep me"

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from dlc_train.apis import train_network
+from dlc_train.config import ConfigError
 from dlc_train.data.dlcloader import DLCLoader
 from dlc_train.runners.schedulers import LRListScheduler, build_optimizer, build_scheduler
 from dlc_train.runners.snapshots import SnapshotError, SnapshotManager, load_snapshot
@@ -104,9 +105,12 @@ def test_train_two_epochs_then_resume(tmp_path: Path):
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[1]["test.rmse"] != ""
-    # Nothing more to do at epoch 2 of 2.
-    train_network(config, epochs=2, device="cpu", resume=True)
+    # Nothing more to do at epoch 2 of 2: refused (it used to succeed silently), nothing changes.
+    second = (train_folder / "snapshot-002.pt").read_bytes()
+    with pytest.raises(ConfigError, match="snapshot-002.pt is at epoch 2"):
+        train_network(config, epochs=2, device="cpu", resume=True)
     assert _regular(train_folder) == {"snapshot-001.pt", "snapshot-002.pt"}
+    assert (train_folder / "snapshot-002.pt").read_bytes() == second
 
 
 def test_truncated_snapshot_is_a_clear_error(tmp_path: Path):

@@ -203,7 +203,9 @@ def test_docs_list_every_operator():
 A100 = {"file": "pose.engine", "tensorrt_version": "10.0.1", "gpu_name": "NVIDIA A100-SXM4-40GB",
         "compute_capability": "8.0", "precision": "fp16",
         "profiles": [{"input": "images", "min": [1, 64, 64, 3], "opt": [8, 64, 64, 3],
-                      "max": [16, 64, 64, 3]}]}
+                      "max": [16, 64, 64, 3]}],
+        # The schema requires every engine's sha256 (these tests never read the file).
+        "sha256": "ab" * 32}
 
 
 def test_fingerprint_match():
@@ -335,7 +337,7 @@ def test_engine_fingerprints_of_both_top_down_graphs(tmp_path, monkeypatch):
     bundle_dir = make_toy_bundle(tmp_path / "toy.bundle")
     for graph, file in (("detector", "detector.engine"), ("pose", "pose.engine")):
         profiles = default_profiles(manifest, (48, 64), graph=graph)
-        add_engine_to_bundle(bundle_dir, {"file": file, "graph": graph,
+        add_engine_to_bundle(bundle_dir, {"file": file, "graph": graph, "sha256": "cd" * 32,
                                           **engine_fingerprint("fp16", profiles)})
     engines = Bundle.load(bundle_dir).manifest.engines  # written to YAML and read back
     assert [e["graph"] for e in engines] == ["detector", "pose"]

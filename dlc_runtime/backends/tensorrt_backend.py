@@ -308,7 +308,7 @@ class TensorRTBackend(Backend):
             raise BackendError(f"engine file {engine_path} is missing; copy the whole bundle "
                                f"folder or {REBUILD_HINT}")
         data = engine_path.read_bytes()
-        if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
             raise BackendError(f"{engine_path}: sha256 does not match the manifest (corrupt or "
                                f"replaced); re-copy the bundle or {REBUILD_HINT}")
 

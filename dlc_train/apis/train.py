@@ -1,12 +1,15 @@
 """train_network: train one shuffle of a DeepLabCut project, as ``deeplabcut.train_network``."""
 from __future__ import annotations
 
+import copy
+import difflib
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from dlc_train.data.dataset import PoseDataset, collate
 from dlc_train.data.dlcloader import DLCLoader
@@ -17,21 +20,27 @@ from dlc_train.runners.train import PoseTrainingRunner, seed_everything
 logger = logging.getLogger(__name__)
 
 
-def load_or_make_pose_config(loader: DLCLoader, net_type: str | None = None) -> dict:
-    """The shuffle's pytorch_config.yaml; made (and written) from the project when missing."""
-    from dlc_train.config import make_pytorch_pose_config, read_config_as_dict, write_config
+def read_or_make_pose_config(loader: DLCLoader, net_type: str | None = None) -> tuple[dict, bool]:
+    """The shuffle's pytorch_config.yaml, and whether it is on disk.
+
+    When missing, it is made from the project but not written: train_network writes it once the
+    overrides are checked and the run is known to start, so a refused run leaves no config.
+    """
+    from dlc_train.config import (ConfigError, make_pytorch_pose_config, read_config_as_dict)
 
     path = loader.pose_config_path
     if path.is_file():
         cfg = read_config_as_dict(path)
         if net_type and cfg.get("net_type") != net_type:
-            raise ValueError(f"{path} is a {cfg.get('net_type')} config; net_type {net_type} "
-                             "conflicts with it: train another shuffle or delete that folder")
-        return cfg
-    cfg = make_pytorch_pose_config(loader.project.cfg, path, net_type=net_type)
-    write_config(path, cfg)
-    logger.info("wrote %s", path)
-    return cfg
+            raise ConfigError(f"{path} is a {cfg.get('net_type')} config; net_type {net_type} "
+                              "conflicts with it: train another shuffle or delete that folder")
+        return cfg, True
+    try:
+        cfg = make_pytorch_pose_config(loader.project.cfg, path, net_type=net_type)
+    except ValueError as err:  # the project and the architecture do not fit together
+        raise ConfigError(f"cannot make {path.name} for {loader.project.config_path}: "
+                          f"{err}") from None
+    return cfg, False
 
 
 def _loaders(cfg: dict, loader: DLCLoader, max_train_images: int | None, seed: int,
@@ -69,8 +78,13 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
                   device: str | None = None, resume: bool = False,
                   max_train_images: int | None = None,
                   pytorch_config_overrides: dict[str, Any] | None = None,
-                  net_type: str | None = None) -> Path:
+                  net_type: str | None = None, progress: bool = True,
+                  overwrite: bool = False) -> Path:
     """Trains a shuffle; returns its train folder (pytorch_config.yaml, snapshots, stats).
+
+    Bad arguments raise ConfigError (a ValueError) before anything under the shuffle's train
+    folder is written: epochs < 1, an unknown net_type, an override key the config does not have
+    (see dlc_train.config.overrides), or resuming a shuffle that already reached ``epochs``.
 
     Args:
         config_path: the project's config.yaml.
@@ -85,39 +99,96 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
             ``"runner.eval_interval"`` or nested dicts); when given, the merged config is
             written back so that the snapshots and their config agree.
         net_type: architecture used when the pytorch_config.yaml has to be made.
+        progress: a progress bar per epoch and one printed line per epoch (and where a resumed
+            run continues from), as DeepLabCut prints; False: logging only.
+        overwrite: train again from epoch 1 in a shuffle that already has snapshots, removing
+            them (and ``train_stats.csv``) once every check has passed. Without it (and without
+            ``resume``) such a shuffle is refused: a new run would silently replace them.
     """
+    from dlc_train.config import ConfigError, available_net_types, update_config, write_config
+    from dlc_train.config.overrides import check_override_keys
+
+    if epochs is not None and int(epochs) < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    known = available_net_types()
+    if net_type is not None and net_type not in known:
+        close = difflib.get_close_matches(net_type, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"unknown net type {net_type!r}; {hint}available: {', '.join(known)}")
+
     import dlc_train.models  # noqa: F401  (registers every component)
-    from dlc_train.config import update_config, write_config
     from dlc_train.models.model import PoseModel
 
     loader = DLCLoader(config_path, shuffle=shuffle, trainset_index=trainset_index)
-    cfg = load_or_make_pose_config(loader, net_type=net_type)
+    cfg, on_disk = read_or_make_pose_config(loader, net_type=net_type)
+    check_override_keys(cfg, pytorch_config_overrides)
     if pytorch_config_overrides:
         cfg = update_config(cfg, pytorch_config_overrides)
-        write_config(loader.pose_config_path, cfg)
+    # Written just before training; epochs / batch_size below are arguments of this run only.
+    to_write = copy.deepcopy(cfg) if pytorch_config_overrides or not on_disk else None
     settings = cfg.setdefault("train_settings", {})
     if epochs is not None:
         settings["epochs"] = int(epochs)
     if batch_size is not None:
         settings["batch_size"] = int(batch_size)
+    total_epochs = _total_epochs(settings)
     seed = int(settings.get("seed") or 42)
     seed_everything(seed)
 
     model = PoseModel.build(cfg["model"])
     train_folder = loader.train_folder
-    runner = PoseTrainingRunner.from_config(cfg, model, train_folder, device=device)
+    runner = PoseTrainingRunner.from_config(cfg, model, train_folder, device=device,
+                                            progress=progress)
 
     resume_from = cfg.get("resume_training_from")
-    if resume_from:
-        runner.resume(Path(resume_from))
-    elif resume:
-        if runner.snapshots.latest() is None:
-            raise SnapshotError(f"resume=True but no snapshot in {train_folder}")
-        runner.resume()
+    earlier = [] if resume_from or resume else runner.snapshots.snapshots()
+    if earlier and not overwrite:
+        latest = runner.snapshots.latest()
+        raise SnapshotError(f"{train_folder} already holds {len(earlier)} snapshot(s), the "
+                            f"latest {latest.path.name} (epoch {latest.epoch}): pass resume=True "
+                            "to continue them, or overwrite=True to train again from epoch 1 "
+                            "and replace them")
+    if resume_from or resume:
+        if resume_from:
+            snapshot, which = Path(resume_from), "resume_training_from"
+        else:
+            latest = runner.snapshots.latest()
+            if latest is None:
+                raise SnapshotError(f"resume=True but no snapshot in {train_folder}")
+            snapshot, which = latest.path, "the latest snapshot"
+        done = runner.resume(snapshot)
+        if done >= total_epochs:
+            # Refused rather than a silent success: the user asked for training and got none.
+            raise ConfigError(f"nothing to train: {which} {snapshot} is at epoch {done} and "
+                              f"epochs is {total_epochs}; --epochs counts the resumed epochs "
+                              f"too, so it must be larger than {done}")
+        if progress:
+            tqdm.write(f"resuming from {snapshot} (epoch {done}); training epochs {done + 1} "
+                       f"to {total_epochs}")
     # Reseed after resuming so the continued run does not replay the first epochs' draws.
     seed_everything(seed + runner.start_epoch - 1)
 
     train_loader, test_loader = _loaders(cfg, loader, max_train_images, seed,
                                          runner.start_epoch)
-    runner.fit(train_loader, test_loader, int(settings.get("epochs", 200)))
+    if to_write is not None:
+        write_config(loader.pose_config_path, to_write)
+        logger.info("wrote %s", loader.pose_config_path)
+    for snapshot in earlier:  # only with overwrite: asked for, and every check has passed
+        snapshot.path.unlink(missing_ok=True)
+    if earlier:
+        runner.log_path.unlink(missing_ok=True)
+    runner.fit(train_loader, test_loader, total_epochs)
     return train_folder
+
+
+def _total_epochs(settings: dict) -> int:
+    from dlc_train.config import ConfigError
+
+    value = settings.get("epochs", 200)
+    try:
+        epochs = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"train_settings.epochs must be a whole number, got {value!r}") from None
+    if epochs < 1:
+        raise ConfigError(f"train_settings.epochs must be at least 1, got {epochs}")
+    return epochs

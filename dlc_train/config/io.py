@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import copy
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dlc_io import atomic_write_text
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -65,24 +65,16 @@ def write_config(path: str | Path, cfg: dict, header: str | None = _POSE_CONFIG_
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False, allow_unicode=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if header:
-                f.write(header)
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, (header or "") + text)
 
 
 def update_config(cfg: dict, updates: dict[str, Any]) -> dict:
     """Returns a copy of ``cfg`` with ``updates`` applied.
 
     Keys may be dotted paths (``{"train_settings.epochs": 5}``). Where both the old and the new
-    value are mappings they merge recursively; any other value replaces the old one.
+    value are mappings they merge recursively; any other value replaces the old one. Any key is
+    created, known or not: callers taking keys from users check them first with
+    ``dlc_train.config.overrides.check_override_keys`` (train_network does).
     """
     cfg = copy.deepcopy(cfg)
     for dotted, value in (updates or {}).items():

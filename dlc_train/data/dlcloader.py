@@ -12,13 +12,12 @@ DeepLabCut's own (which comes from numpy's global RNG).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from dlc_io import atomic_write_text
 from dlc_train.data.project import LabeledData, Project, ProjectError, load_labels, load_project
 
 Sample = tuple[str, np.ndarray]  # (absolute image path, keypoints (N, K, 3))
@@ -108,7 +107,7 @@ class DLCLoader:
         doc = {"shuffle": self.shuffle, "train_fraction": self.train_fraction,
                "trainset_index": self.trainset_index, "train_images": train,
                "test_images": test}
-        _atomic_write_yaml(path, doc)
+        atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
         return train, test
 
     # -- samples -----------------------------------------------------------------------------
@@ -131,15 +130,3 @@ class DLCLoader:
         rel = Path(image_path).relative_to(self.project.project_path).as_posix()
         return self.labels.unique_keypoints[self.labels.image_paths.index(rel)].copy()
 
-
-def _atomic_write_yaml(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(doc, f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -225,8 +225,16 @@ def _flatten_index(index: pd.Index, path: Path) -> pd.Index:
 
 
 def load_labels(project: Project) -> LabeledData:
-    """All labels of a project as arrays (see LabeledData)."""
-    frames = [read_label_file(p) for p in label_files(project)]
+    """All labels of a project as arrays (see LabeledData).
+
+    Raises ProjectError when the bodyparts of config.yaml and of any label file differ (see
+    check_bodyparts).
+    """
+    frames = []
+    for path in label_files(project):
+        frame = read_label_file(path)
+        check_bodyparts(project, frame, path)
+        frames.append(frame)
     df = pd.concat(frames)
     df = df[~df.index.duplicated(keep="first")].sort_index()
     if len(df) == 0:
@@ -245,9 +253,80 @@ def load_labels(project: Project) -> LabeledData:
     return LabeledData(image_paths=list(df.index), keypoints=keypoints, unique_keypoints=unique)
 
 
+def check_bodyparts(project: Project, df: pd.DataFrame, path: Path) -> None:
+    """Raises ProjectError when a label file's bodyparts differ from those of config.yaml.
+
+    A bodypart renamed in config.yaml (or in the labels) would otherwise train silently: the
+    config's name has no column, so every image counts it as unlabeled, while the labels under
+    the other name are never read. Order does not matter (columns are looked up by name).
+    Multi-animal: ``multianimalbodyparts`` must match each individual's bodyparts and
+    ``uniquebodyparts`` those of the individual "single". A single-animal project labelled
+    with an individuals level is compared against the individual load_labels reads.
+
+    Args:
+        project: the project (its config.yaml's bodyparts).
+        df: the label file as read_label_file returns it.
+        path: the label file (for the message).
+    """
+    try:
+        where = path.relative_to(project.project_path).as_posix()
+    except ValueError:
+        where = str(path)
+    if "individuals" not in df.columns.names:
+        # A file without individuals holds every bodypart of the project at one level.
+        _compare_bodyparts("bodyparts" if not project.multianimal
+                           else "multianimalbodyparts + uniquebodyparts",
+                           project.bodyparts + project.unique_bodyparts,
+                           _unique(df.columns.get_level_values("bodyparts")), f"in {where}")
+        return
+    by_individual: dict[str, list[str]] = {}
+    for ind, bp in zip(df.columns.get_level_values("individuals"),
+                       df.columns.get_level_values("bodyparts")):
+        names = by_individual.setdefault(str(ind), [])
+        if str(bp) not in names:
+            names.append(str(bp))
+    animals = [ind for ind in by_individual if ind != "single"]
+    if not project.multianimal:
+        # load_labels reads the first individual that is not "single".
+        labelled = by_individual[animals[0]] if animals else []
+        _compare_bodyparts("bodyparts", project.bodyparts, labelled, f"in {where}")
+        return
+    for ind in animals:
+        _compare_bodyparts("multianimalbodyparts", project.bodyparts, by_individual[ind],
+                           f"of individual {ind} in {where}")
+    _compare_bodyparts("uniquebodyparts", project.unique_bodyparts,
+                       by_individual.get("single", []), f"of individual single in {where}")
+
+
+def _unique(values) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        if str(value) not in out:
+            out.append(str(value))
+    return out
+
+
+def _compare_bodyparts(key: str, configured: list[str], labelled: list[str], where: str) -> None:
+    missing = [b for b in configured if b not in labelled]
+    extra = [b for b in labelled if b not in configured]
+    if not missing and not extra:
+        return
+    details = []
+    if missing:
+        details.append(f"missing from the labels: {', '.join(missing)}")
+    if extra:
+        details.append(f"labelled but not in config.yaml: {', '.join(extra)}")
+    raise ProjectError(f"config.yaml {key} [{', '.join(configured)}] do not match the labels "
+                       f"{where}: [{', '.join(labelled)}] ({'; '.join(details)})")
+
+
 def _to_array(df: pd.DataFrame, project: Project, individuals: list[str],
               bodyparts: list[str]) -> np.ndarray:
-    """(M, N, K, 3) keypoints; a bodypart missing from the file counts as unlabeled."""
+    """(M, N, K, 3) keypoints; a bodypart without a column counts as unlabeled.
+
+    check_bodyparts has already refused label files whose bodyparts differ from the config's,
+    so a missing column here means an individual the file does not label at all.
+    """
     has_ind = "individuals" in df.columns.names
     cols = df.columns.droplevel("scorer") if "scorer" in df.columns.names else df.columns
     values = df.to_numpy()

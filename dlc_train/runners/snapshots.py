@@ -6,14 +6,14 @@ Each file holds ``{"metadata": {"epoch", "metrics", "losses"}, "model": state_di
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from dlc_io import atomic_path
 
 # One SnapshotError and one reader for the whole project (training, export, CLI).
 from dlc_train.models.loading import SnapshotError, load_snapshot  # noqa: F401
@@ -29,15 +29,8 @@ class Snapshot:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Writes to a temporary file in the same folder, then renames: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class SnapshotManager:

@@ -5,9 +5,7 @@ import csv
 import io
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,7 +13,9 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from dlc_io import atomic_write_text
 from dlc_train.runners.metrics import compute_metrics
 from dlc_train.runners.schedulers import build_optimizer, build_scheduler
 from dlc_train.runners.snapshots import SnapshotError, SnapshotManager, load_snapshot
@@ -59,6 +59,8 @@ class PoseTrainingRunner:
         grad_clip_norm: clip the gradient's global norm to this (None: no clipping).
         log_path: the ``train_stats.csv`` file (None: the snapshot folder's).
         head: the head whose predictions are evaluated.
+        progress: a progress bar per epoch (running loss in its postfix) and one line per epoch
+            on stdout (loss, lr, metrics, time); False: logging only.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -67,7 +69,7 @@ class PoseTrainingRunner:
                  eval_interval: int = 1, save_optimizer_state: bool = False,
                  pcutoff: float = 0.6, display_iters: int = 500,
                  grad_clip_norm: float | None = None, log_path: str | Path | None = None,
-                 head: str = "bodypart"):
+                 head: str = "bodypart", progress: bool = False):
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.optimizer = optimizer
@@ -80,12 +82,13 @@ class PoseTrainingRunner:
         self.grad_clip_norm = grad_clip_norm
         self.log_path = Path(log_path) if log_path else snapshot_manager.folder / "train_stats.csv"
         self.head = head
+        self.progress = bool(progress)
         self.start_epoch = 1  # the next epoch to train; > 1 after resume()
 
     @classmethod
     def from_config(cls, cfg: dict, model: nn.Module, train_folder: str | Path,
-                    device: str | None = None) -> "PoseTrainingRunner":
-        """Builds the runner from a pytorch_config.yaml dict."""
+                    device: str | None = None, progress: bool = False) -> "PoseTrainingRunner":
+        """Builds the runner from a pytorch_config.yaml dict (progress: see the class)."""
         runner = cfg.get("runner") or {}
         snap = runner.get("snapshots") or {}
         key_metric = runner.get("key_metric", "test.mAP")
@@ -103,7 +106,7 @@ class PoseTrainingRunner:
                    save_optimizer_state=snap.get("save_optimizer_state", False),
                    pcutoff=pcutoff,
                    display_iters=(cfg.get("train_settings") or {}).get("display_iters", 500),
-                   grad_clip_norm=runner.get("grad_clip_norm"))
+                   grad_clip_norm=runner.get("grad_clip_norm"), progress=progress)
 
     # -- resume ------------------------------------------------------------------------------
     def resume(self, snapshot: str | Path | None = None) -> int:
@@ -150,7 +153,7 @@ class PoseTrainingRunner:
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
             start = time.monotonic()
-            losses = self.train_epoch(train_loader, epoch)
+            losses = self.train_epoch(train_loader, epoch, epochs)
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -159,20 +162,32 @@ class PoseTrainingRunner:
             if test_loader is not None and self.eval_interval > 0 and (
                     epoch % self.eval_interval == 0 or last):
                 metrics = self.evaluate(test_loader)
-            logger.info("epoch %d/%d: loss %.5f, lr %.2e, %s (%.1f s)", epoch, epochs,
-                        losses.get("total_loss", float("nan")), lr,
-                        ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()),
-                        time.monotonic() - start)
+            line = ", ".join([f"epoch {epoch}/{epochs}: loss "
+                              f"{losses.get('total_loss', float('nan')):.5f}", f"lr {lr:.2e}",
+                              *(f"{k} {v:.3f}" for k, v in metrics.items()),
+                              f"{time.monotonic() - start:.1f} s"])
+            logger.info("%s", line)
+            if self.progress:
+                tqdm.write(line)  # above the bars, not through them
             self.snapshots.update(epoch, self.state_dict(epoch, metrics, losses), last=last)
             self._log_stats(epoch, lr, losses, metrics)
         self.start_epoch = epochs + 1
 
-    def train_epoch(self, loader: Iterable, epoch: int) -> dict[str, float]:
-        """One pass over the loader; returns the mean of each loss."""
+    def train_epoch(self, loader: Iterable, epoch: int,
+                    epochs: int | None = None) -> dict[str, float]:
+        """One pass over the loader; returns the mean of each loss.
+
+        Args:
+            loader: yields batches (``image``, ``annotations``).
+            epoch, epochs: this epoch and the total (for the progress bar's label).
+        """
         self.model.train()
         sums: dict[str, float] = {}
         n = 0
-        for it, batch in enumerate(loader, start=1):
+        # leave=False: the epoch's summary line replaces its bar.
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}",
+                   unit="batch", leave=False, disable=not self.progress, dynamic_ncols=True)
+        for it, batch in enumerate(bar, start=1):
             images = batch["image"].to(self.device, non_blocking=True)
             annotations = _to_device(batch["annotations"], self.device)
             outputs = self.model(images)
@@ -190,6 +205,7 @@ class PoseTrainingRunner:
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             n += 1
+            bar.set_postfix(loss=f"{sums['total_loss'] / n:.5f}", refresh=False)
             if it % self.display_iters == 0:
                 logger.info("epoch %d, iteration %d: loss %.5f", epoch, it, sums["total_loss"] / n)
         if n == 0:
@@ -201,7 +217,8 @@ class PoseTrainingRunner:
         """Metrics on a loader, named ``test.<metric>`` (rmse, rmse_pcutoff, mAP, mAR)."""
         self.model.eval()
         gts, preds = [], []
-        for batch in loader:
+        for batch in tqdm(loader, desc="evaluating", unit="image", leave=False,
+                          disable=not self.progress, dynamic_ncols=True):
             images = batch["image"].to(self.device, non_blocking=True)
             outputs = self.model(images)
             poses = self.model.get_predictions(outputs)[self.head]["poses"]
@@ -247,10 +264,7 @@ class PoseTrainingRunner:
         writer.writeheader()
         writer.writerows(rows)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.log_path.parent, prefix=".train_stats.", suffix=".tmp")
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, self.log_path)
+        atomic_write_text(self.log_path, buffer.getvalue())
 
 
 def _int(text: str | None) -> int:
