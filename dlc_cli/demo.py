@@ -81,8 +81,12 @@ def keypoint_errors_vs_truth(h5_path: Path, truth: np.ndarray) -> np.ndarray:
 
 def run_demo(output: str | Path = "dlc-demo", seed: int = 0, epochs: int | None = None,
              echo: Callable[[str], None] = print, net_type: str = DEMO_NET_TYPE,
-             overwrite: bool = False) -> DemoResult:
-    """Runs the demo in ``output`` (new, empty, or an earlier demo replaced with ``overwrite``)."""
+             overwrite: bool = False, spec=None) -> DemoResult:
+    """Runs the demo in ``output`` (new, empty, or an earlier demo replaced with ``overwrite``).
+
+    ``spec`` (a ``SyntheticSpec``) replaces the default project (tests use a smaller one to run
+    the same path in seconds); ``seed`` is ignored then.
+    """
     from dlc_export import export_from_project
     from dlc_runtime import analyze_video
     from dlc_train.apis import train_network
@@ -94,7 +98,7 @@ def run_demo(output: str | Path = "dlc-demo", seed: int = 0, epochs: int | None 
     _prepare(output, overwrite)
 
     t = time.perf_counter()
-    spec = SyntheticSpec(seed=seed)
+    spec = spec or SyntheticSpec(seed=seed)
     project = generate_project(output / "project", spec)
     seconds["generate"] = time.perf_counter() - t
     echo(f"[1/4] synthetic project: {spec.num_labeled_frames} labeled frames, "

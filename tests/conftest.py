@@ -45,11 +45,31 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """The real `dlc demo` path (generate -> train -> export -> analyze), run once per session."""
+    """The real `dlc demo` (generate -> train 60 epochs -> export -> analyze), once per session:
+    about a minute, so only the slow tests that check its accuracy use it."""
     from dlc_cli.demo import run_demo
 
     output = tmp_path_factory.mktemp("demo") / "dlc-demo"
     result = run_demo(output, seed=0, echo=lambda _: None)
+    return output, result
+
+
+# A project small enough to train for a few epochs in seconds (128x96, 24 labels, 60 frames).
+QUICK_DEMO_SPEC = dict(width=128, height=96, num_labeled_frames=24, num_video_frames=60)
+QUICK_DEMO_EPOCHS = 4
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """The same `dlc demo` path on a small project and a few epochs: a project with snapshots,
+    an exported bundle and analysis results for tests of files, folders and the CLI (its
+    keypoints are not accurate; `demo_run` is for accuracy)."""
+    from dlc_cli.demo import run_demo
+    from dlc_train.synthetic import SyntheticSpec
+
+    output = tmp_path_factory.mktemp("quick-demo") / "dlc-demo"
+    result = run_demo(output, epochs=QUICK_DEMO_EPOCHS, echo=lambda _: None,
+                      spec=SyntheticSpec(seed=0, **QUICK_DEMO_SPEC))
     return output, result
 
 

@@ -11,21 +11,21 @@ from cli_helpers import invoke, one_error_line
 
 
 @pytest.fixture
-def demo_bundle(demo_run, tmp_path):
-    _, result = demo_run
+def demo_bundle(quick_demo, tmp_path):
+    _, result = quick_demo
     bundle = tmp_path / "copy.bundle"
     shutil.copytree(result.bundle_dir, bundle)
     return bundle
 
 
-def test_analyze_writes_h5_csv_and_meta(demo_run, tmp_path):
-    output, result = demo_run
+def test_analyze_writes_h5_csv_and_meta(quick_demo, tmp_path):
+    output, result = quick_demo
     video = next((output / "project").glob("*/videos/*.mp4"))
     res = invoke(["analyze", result.bundle_dir, video, "--dest", tmp_path, "--save-as-csv",
                    "--no-progress"])
     assert res.exit_code == 0, res.output
     h5 = next(tmp_path.glob("*.h5"))
-    assert len(pd.read_hdf(h5, "df_with_missing")) == 300
+    assert len(pd.read_hdf(h5, "df_with_missing")) == result.frames == 60
     assert len(list(tmp_path.glob("*.csv"))) == 1
     assert len(list(tmp_path.glob("*_meta.pickle"))) == 1
     assert not list(tmp_path.glob("*.part"))
@@ -39,8 +39,8 @@ def test_corrupt_video_is_a_one_line_error(demo_bundle, tmp_path):
     assert not list(tmp_path.glob("*.h5*"))
 
 
-def test_missing_bundle_file_is_a_one_line_error(demo_run, demo_bundle, tmp_path):
-    output, _ = demo_run
+def test_missing_bundle_file_is_a_one_line_error(quick_demo, demo_bundle, tmp_path):
+    output, _ = quick_demo
     (demo_bundle / "pose.onnx").unlink()
     video = next((output / "project").glob("*/videos/*.mp4"))
     res = invoke(["analyze", demo_bundle, video, "--dest", tmp_path, "--no-progress"])
@@ -57,8 +57,8 @@ def test_malformed_project_config_is_a_one_line_error(tmp_path):
                            "config.yaml")
 
 
-def test_bad_snapshots_are_one_line_errors(demo_run, tmp_path):
-    output, result = demo_run
+def test_bad_snapshots_are_one_line_errors(quick_demo, tmp_path):
+    output, result = quick_demo
     train_dir = next((output / "project").glob("*/dlc-models-pytorch/*/*/train"))
     snapshot = next(train_dir.glob("snapshot-*.pt"))
     truncated = tmp_path / "snapshot-010.pt"
@@ -81,8 +81,8 @@ def test_bad_snapshots_are_one_line_errors(demo_run, tmp_path):
     assert not (tmp_path / "b.bundle").exists() and not (tmp_path / "c.bundle").exists()
 
 
-def test_export_torch_artifact_and_analyze_with_torch_backend(demo_run, tmp_path):
-    output, result = demo_run
+def test_export_torch_artifact_and_analyze_with_torch_backend(quick_demo, tmp_path):
+    output, result = quick_demo
     train_dir = next((output / "project").glob("*/dlc-models-pytorch/*/*/train"))
     snapshot = sorted(train_dir.glob("snapshot-*.pt"))[-1]
     bundle = tmp_path / "torch.bundle"

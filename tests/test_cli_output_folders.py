@@ -19,8 +19,8 @@ def umask_022():
 
 
 @pytest.fixture
-def project_config(demo_run) -> Path:
-    output, _ = demo_run
+def project_config(quick_demo) -> Path:
+    output, _ = quick_demo
     return next((output / "project").glob("*/config.yaml"))
 
 
@@ -122,10 +122,10 @@ def test_demo_refuses_other_folders_and_needs_overwrite_for_its_own(tmp_path, mo
     assert (earlier / "demo_summary.json").read_text() == "{}"
 
 
-def test_demo_outputs_are_readable_by_the_group(demo_run):
+def test_demo_outputs_are_readable_by_the_group(quick_demo):
     """The session's demo run (umask 022 in CI) wrote snapshots, configs, the bundle and the
     results with the umask's permissions, not tempfile's 0600/0700."""
-    output, result = demo_run
+    output, result = quick_demo
     umask = os.umask(0)
     os.umask(umask)
     files = [p for p in output.rglob("*") if p.is_file()

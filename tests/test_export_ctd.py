@@ -47,6 +47,7 @@ from dlc_train.models.heads.rtmcc import RTMCCHead
 from dlc_train.models.loading import build_model_from_config
 from frames import textured_frames
 from trained_like import half_unsupported
+from variants import tiered
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c", "d"],
            "individuals": ["m1", "m2", "m3"], "uniquebodyparts": [], "project_path": "/tmp/none"}
@@ -146,7 +147,7 @@ CROPS = {"ctd_prenet_hrnet_w32": (64, 96)}
 WITH_CONTEXT = {"ctd_prenet_rtmpose_s"}
 
 
-@pytest.mark.parametrize("net_type", CTD_NET_TYPES)
+@pytest.mark.parametrize("net_type", tiered(CTD_NET_TYPES))
 def test_pose_graph_matches_eager(tmp_path, net_type):
     width, height = CROPS.get(net_type, (64, 64))
     cfg = ctd_config(net_type, width, height)

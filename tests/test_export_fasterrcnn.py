@@ -62,7 +62,9 @@ def spread_fasterrcnn(det: FasterRCNN, frames: np.ndarray, seed: int = 0) -> Non
         det, deeplabcut_detector_input(torch.from_numpy(frames).permute(0, 3, 1, 2)))
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
+# The ResNet-50 FPN variant is the full-size case: 8 s to build and export, so the full tier's.
+@pytest.fixture(scope="module", params=[VARIANTS[0],
+                                        pytest.param(VARIANTS[1], marks=pytest.mark.slow)])
 def exported(request, tmp_path_factory):
     """(detector, path of its exported graph), exported once per variant from 2 x 120 x 160."""
     torch.set_num_threads(1)
@@ -98,6 +100,7 @@ def test_graph_matches_eager_across_sizes_and_batches(exported):
 
 # -- top-down bundle with a Faster R-CNN detector -------------------------------------------
 
+@pytest.mark.slow  # 10 s; the SSDLite top-down bundle runs end to end in the fast tier
 def test_top_down_bundle_with_fasterrcnn(tmp_path):
     from dlc_export.top_down import export_top_down_bundle
     from dlc_runtime import analyze_video

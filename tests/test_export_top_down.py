@@ -43,6 +43,7 @@ from dlc_export.wrappers import NormalizeFrames
 from dlc_train.models.loading import build_model_from_config, build_model_from_snapshot
 from frames import textured_frames
 from trained_like import half_unsupported, train_heatmap_peaks
+from variants import tiered
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c"],
            "individuals": ["m1", "m2"], "uniquebodyparts": [], "project_path": "/tmp/none"}
@@ -125,7 +126,7 @@ def _quiet_locref(model) -> None:
                 p.mul_(1e-3)
 
 
-@pytest.mark.parametrize("net_type", TOP_DOWN_NET_TYPES)
+@pytest.mark.parametrize("net_type", tiered(TOP_DOWN_NET_TYPES))
 def test_pose_graph_matches_eager_crop(tmp_path, net_type):
     """Every top-down architecture: the crop-inside graph vs DeepLabCut's CPU crop + model."""
     crop = NON_SQUARE.get(net_type, (64, 64))

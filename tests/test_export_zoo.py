@@ -31,6 +31,7 @@ from dlc_train.config import (
 from dlc_train.config.architectures import ARCHITECTURES
 from dlc_train.models import PoseModel
 from dlc_train.task import Task
+from variants import tiered
 
 BODYPARTS = ["snout", "leftear", "rightear", "tail"]
 INDIVIDUALS = ["mouse1", "mouse2"]
@@ -48,7 +49,6 @@ HEAD_VARIANTS = {"dekr_w18": ("unique", "identity"),
 # The widest/deepest member of each family: 15-45 s each on 2 loaded cores (mostly the ONNX
 # trace and model building, not the frames), marked ``slow`` so that ``-m "not slow"`` still
 # exports every family through its smaller siblings (same graph structure). They run by default.
-SLOW_NET_TYPES = {"hrnet_w48", "dekr_w48", "resnet_152", "cspnext_x"}
 
 
 def bottom_up_net_types() -> list[str]:
@@ -151,10 +151,8 @@ def _make_shuffle(folder: Path, net_type: str, project: dict) -> tuple[Path, Pat
 
 
 @pytest.mark.parametrize("net_type,multi_animal,heads",
-                         [pytest.param(*case, id=_case_id(*case),
-                                       marks=[pytest.mark.slow] if case[0] in SLOW_NET_TYPES
-                                       else [])
-                          for case in zoo_cases()])
+                         tiered(zoo_cases(), net_type=lambda case: case[0],
+                                ids=lambda case: _case_id(*case)))
 def test_zoo_exports_with_parity(tmp_path, net_type, multi_animal, heads):
     config_path, snapshot, model = _make_shuffle(tmp_path, net_type,
                                                  _project(multi_animal, heads))
@@ -219,10 +217,8 @@ def _check_paf_graph_outputs(bundle_dir: Path, model: PoseModel, config_path: Pa
 
 
 def test_named_cases_are_bottom_up_architectures():
-    """A renamed or removed net type must not silently drop the optional-head cases (or leave
-    a stale slow mark)."""
+    """A renamed or removed net type must not silently drop the optional-head cases."""
     assert set(HEAD_VARIANTS) <= set(bottom_up_net_types())
-    assert SLOW_NET_TYPES <= set(bottom_up_net_types())
 
 
 def test_top_down_is_routed_away_from_the_bottom_up_plans(tmp_path, monkeypatch):
@@ -268,8 +264,10 @@ def test_two_animal_project_exports_and_analyzes(tmp_path):
     assert len(df) == spec.num_video_frames and list(df.index) == list(range(len(df)))
 
 
-@pytest.mark.parametrize("net_type,heads", [("resnet_tiny", ()),
-                                            ("dekr_w18", ("unique", "identity"))])
+@pytest.mark.parametrize("net_type,heads", [
+    ("resnet_tiny", ()),
+    # 14 s on 2 cores: the full tier's (DEKR's graph export is covered by the zoo cases).
+    pytest.param("dekr_w18", ("unique", "identity"), marks=pytest.mark.slow)])
 def test_multi_animal_torch_artifacts_analyze_like_onnxruntime(tmp_path, net_type, heads):
     """Torch artifacts of multi-animal graphs (PAF tensors; DEKR poses with unique bodyparts
     and identity scores): checked through the runtime's host steps at export, then the same

@@ -15,6 +15,9 @@ from dlc_runtime import Bundle
 # evaluation still runs on the full 640x480 test frames.
 SMALL_CROPS = "data.train.crop_sampling={width: 160, height: 160, max_shift: 0.1, method: hybrid}"
 
+# Real data at full size (resnet_50 on 640x480 frames, the 2,330-frame video): the full tier.
+pytestmark = pytest.mark.slow
+
 
 def _invoke(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)

@@ -19,6 +19,7 @@ from dlc_train.config import available_net_types, make_pytorch_pose_config
 from dlc_train.config.architectures import ARCHITECTURES
 from dlc_train.models import PoseModel
 from dlc_train.models.heads.rtmcc import RTMCCHead
+from variants import tiered
 
 BODYPARTS = ["a", "b", "c", "d"]
 INDIVIDUALS = ["i0", "i1"]
@@ -40,8 +41,8 @@ def zoo_cases() -> list:
     for net_type in available_net_types():
         arch = ARCHITECTURES.get(net_type)
         kinds = ["sa", "ma"] if arch is not None and arch.is_backbone else ["ma"]
-        cases += [pytest.param(net_type, kind, id=f"{net_type}-{kind}") for kind in kinds]
-    return cases
+        cases += [(net_type, kind) for kind in kinds]
+    return tiered(cases, net_type=lambda case: case[0], ids=lambda case: "-".join(case))
 
 
 @pytest.fixture(autouse=True)
