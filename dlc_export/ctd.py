@@ -519,7 +519,7 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
                       frames: Path | np.ndarray | None = None,
                       tolerance_px: float = DEFAULT_TOLERANCE_PX,
                       allow_parity_failure: bool = False, opset: int = DEFAULT_OPSET,
-                      simplify: bool = True, max_batch: int = 64,
+                      simplify: bool = True, max_batch: int = 64, batch: int | None = None,
                       max_individuals: int | None = None,
                       torch_precisions: tuple[str, ...] = (), device: str = "cpu",
                       tensorrt_precision: str | None = None,
@@ -540,7 +540,7 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
             graphs.
         tolerance_px: largest keypoint difference (pixels) the parity checks accept.
         allow_parity_failure: write the bundle even when a parity check fails.
-        max_batch: the largest batch the bundle is built for (both graphs).
+        max_batch, batch: the batch range of both graphs (``BatchRange.for_export``).
         max_individuals: condition slots per frame (default: the config's individuals).
         torch_precisions: also add torch artifacts of both graphs ("fp32", "fp16"), see
             :mod:`dlc_export.ctd_artifacts`.
@@ -614,7 +614,7 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
                                staging / CONDITIONS_DIR, frames=parity_frames,
                                tolerance_px=tolerance_px,
                                allow_parity_failure=allow_parity_failure, opset=opset,
-                               simplify=simplify, max_batch=max_batch,
+                               simplify=simplify, max_batch=max_batch, batch=batch,
                                torch_precisions=tuple(torch_precisions), device=device,
                                tensorrt_precision=tensorrt_precision, frame_size=engine_size,
                                calibration_videos=calibration_videos, input_size=input_size)
@@ -628,7 +628,8 @@ def export_ctd_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path
         if not report.passed and not allow_parity_failure:
             raise ParityError(f"{report.summary()}; the bundle was not written "
                               "(allow_parity_failure writes it)")
-        manifest = _manifest(cfg, scorer, individuals, m, crop, opset, max_batch, snapshot_path,
+        manifest = _manifest(cfg, scorer, individuals, m, crop, opset,
+                             BatchRange.for_export(batch, max_batch), snapshot_path,
                              conditions_config, conditions_snapshot, nested.manifest)
         write_config(staging / "pytorch_config.yaml", cfg)
         write_manifest(staging, manifest)
@@ -692,7 +693,7 @@ def write_ctd_parity(path: Path, report: ParityReport, conditions_report: str) -
 
 
 def _manifest(cfg: dict, scorer: str, individuals: list[str], m: int, crop: CtdCrop,
-              opset: int, max_batch: int, snapshot_path: Path, conditions_config: Path,
+              opset: int, batch_range: BatchRange, snapshot_path: Path, conditions_config: Path,
               conditions_snapshot: Path, nested: Manifest) -> Manifest:
     metadata = cfg["metadata"]
     k = len(metadata["bodyparts"])
@@ -703,7 +704,7 @@ def _manifest(cfg: dict, scorer: str, individuals: list[str], m: int, crop: CtdC
         task=Task.COND_TOP_DOWN.snake_name, scorer=scorer,
         bodyparts=list(metadata["bodyparts"]), unique_bodyparts=[],
         individuals=individuals, multi_animal=True,
-        input=InputSpec(batch=BatchRange(1, min(8, max_batch), max_batch)),
+        input=InputSpec(batch=batch_range),
         decoder={"type": "cond_top_down", "conditions_bundle": CONDITIONS_DIR,
                  "crop": {"width": crop.width, "height": crop.height,
                           "margin": crop.crop_margin, "crop_with_context": crop.with_context},

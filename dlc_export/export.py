@@ -202,7 +202,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
         # input_size is refused there, or sets the TensorRT engines' frame size.
         kwargs = dict(frames=frames, tolerance_px=tolerance_px,
                       allow_parity_failure=allow_parity_failure, opset=opset, simplify=simplify,
-                      max_batch=batch or max_batch, torch_precisions=torch_precisions,
+                      max_batch=max_batch, batch=batch, torch_precisions=torch_precisions,
                       device=device, tensorrt_precision=tensorrt_precision, frame_size=frame_size,
                       calibration_videos=calibration_videos, input_size=input_size,
                       overwrite=overwrite)
@@ -210,7 +210,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     if Task.from_str(str(cfg.get("method", "bu"))) == Task.COND_TOP_DOWN:
         kwargs = dict(frames=frames, tolerance_px=tolerance_px,
                       allow_parity_failure=allow_parity_failure, opset=opset, simplify=simplify,
-                      max_batch=batch or max_batch, torch_precisions=torch_precisions,
+                      max_batch=max_batch, batch=batch, torch_precisions=torch_precisions,
                       device=device, tensorrt_precision=tensorrt_precision, frame_size=frame_size,
                       calibration_videos=calibration_videos, input_size=input_size,
                       conditions_config=conditions_config,
@@ -237,8 +237,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
     with staged_bundle(output, overwrite) as staging:
         export_onnx(wrapper, torch.from_numpy(parity_frames[:2].copy()), staging / "pose.onnx",
                     output_names=plan.output_names, opset=opset, simplify=simplify)
-        batch_range = BatchRange(1, batch, batch) if batch else \
-            BatchRange(1, min(8, max_batch), max_batch)
+        batch_range = BatchRange.for_export(batch, max_batch)
         manifest = _manifest(plan, cfg, scorer, snapshot_path, opset,
                              InputSpec(batch=batch_range,
                                        network_size=tuple(input_size) if input_size else None,

@@ -1,23 +1,19 @@
 """Export from a DeepLabCut project: config.yaml + shuffle + snapshot index -> bundle."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from dlc_export.export import ExportResult, export_bundle
 from dlc_export.onnx_export import ExportError
 from dlc_train.data.dlcloader import DLCLoader
-
-_EPOCH = re.compile(r"snapshot-(?:best-)?(\d+)\.pt$")
+from dlc_train.runners.snapshots import list_snapshots as _snapshots
 
 
 def list_snapshots(train_folder: Path) -> list[Path]:
-    """Snapshots by epoch, the best one (if any) last, as DeepLabCut 3 orders them."""
-    regular = [p for p in train_folder.glob("snapshot-*.pt")
-               if _EPOCH.search(p.name) and "-best-" not in p.name]
-    best = [p for p in train_folder.glob("snapshot-best-*.pt") if _EPOCH.search(p.name)]
-    by_epoch = lambda p: int(_EPOCH.search(p.name).group(1))  # noqa: E731
-    return sorted(regular, key=by_epoch) + sorted(best, key=by_epoch)[-1:]
+    """Pose snapshots by epoch, the newest best one (if any) last, as DeepLabCut 3 orders them
+    for ``snapshotindex``."""
+    found = _snapshots(train_folder)
+    return [s.path for s in found if not s.best] + [s.path for s in found if s.best][-1:]
 
 
 def export_from_project(config_path: str | Path, shuffle: int = 1, trainset_index: int = 0,

@@ -360,13 +360,13 @@ def check_artifact_options(torch_precisions: tuple[str, ...],
 
 
 def find_detector_snapshot(snapshot_path: Path) -> Path | None:
-    """The newest ``snapshot-detector-*.pt`` beside the pose snapshot (best first, as DLC)."""
-    folder = snapshot_path.parent
-    best = sorted(folder.glob("snapshot-detector-best-*.pt"))
-    if best:
-        return best[-1]
-    found = sorted(folder.glob("snapshot-detector-*.pt"))
-    return found[-1] if found else None
+    """The newest ``snapshot-detector-*.pt`` beside the pose snapshot (best first, as DLC),
+    newest by epoch: ``-1000`` after ``-200``."""
+    from dlc_train.runners.snapshots import list_snapshots
+
+    found = list_snapshots(snapshot_path.parent, prefix="snapshot-detector")
+    best = [s for s in found if s.best]
+    return (best or found)[-1].path if found else None
 
 
 def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
@@ -378,7 +378,7 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
                            max_individuals: int | None = None,
                            random_detector: bool = False, random_pose: bool = False,
                            opset: int = DEFAULT_OPSET, simplify: bool = True,
-                           max_batch: int = 64,
+                           max_batch: int = 64, batch: int | None = None,
                            box_score_threshold: float = DEFAULT_BOX_SCORE_THRESHOLD,
                            max_detections: int = DEFAULT_MAX_DETECTIONS,
                            torch_precisions: tuple[str, ...] = (), device: str = "cpu",
@@ -404,6 +404,8 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
             (tests and dry runs only; the bundle records it).
         random_pose: ignore ``snapshot_path`` and use random pose weights (tests only).
         box_score_threshold: detector score under which a slot is left empty (runtime).
+        max_batch, batch: the batch range of both graphs (``BatchRange.for_export``: ``batch``
+            frames -> opt = max = batch; else opt = min(8, max_batch), max = max_batch).
         torch_precisions: also add torch artifacts of both graphs ("fp32", "fp16": the pose
             network's precision; the detector's is fp32), see
             :func:`add_top_down_torch_artifacts`.
@@ -480,7 +482,8 @@ def export_top_down_bundle(pytorch_config_path: str | Path, snapshot_path: str |
             raise ParityError(f"{report.summary()}; detector matched IoU {det_iou:.4f}; "
                               "the bundle was not written (allow_parity_failure writes it)")
         manifest = _manifest(cfg, scorer, individuals, m, (crop_w, crop_h, margin),
-                             det_graph.max_detections, box_score_threshold, opset, max_batch,
+                             det_graph.max_detections, box_score_threshold, opset,
+                             BatchRange.for_export(batch, max_batch),
                              snapshot_path, detector_snapshot_path, random_pose, det_input)
         write_config(staging / "pytorch_config.yaml", cfg)
         write_manifest(staging, manifest)
@@ -767,7 +770,7 @@ def _write_parity(path: Path, report: ParityReport, det_iou: float,
 
 def _manifest(cfg: dict, scorer: str, individuals: list[str], m: int,
               crop: tuple[int, int, float], max_detections: int, threshold: float, opset: int,
-              max_batch: int, snapshot_path: Path, detector_snapshot: Path | None,
+              batch_range: BatchRange, snapshot_path: Path, detector_snapshot: Path | None,
               random_pose: bool, detector_input: dict) -> Manifest:
     metadata = cfg["metadata"]
     k = len(metadata["bodyparts"])
@@ -777,7 +780,7 @@ def _manifest(cfg: dict, scorer: str, individuals: list[str], m: int,
         task=Task.TOP_DOWN.snake_name, scorer=scorer,
         bodyparts=list(metadata["bodyparts"]), unique_bodyparts=[],
         individuals=individuals, multi_animal=len(individuals) > 1,
-        input=InputSpec(batch=BatchRange(1, 8, max_batch)),
+        input=InputSpec(batch=batch_range),
         decoder={"type": "top_down", "crop": {"width": crop[0], "height": crop[1]},
                  "detector_input": dict(detector_input),
                  "crop_margin": crop[2], "max_individuals": m,

@@ -79,6 +79,14 @@ class BatchRange:
     def to_dict(self) -> dict[str, int]:
         return {"min": self.min, "opt": self.opt, "max": self.max}
 
+    @classmethod
+    def for_export(cls, batch: int | None = None, max_batch: int = 64) -> BatchRange:
+        """The exporters' one rule (docs/bundle.md): a bundle built for ``batch`` frames gets
+        ``opt = max = batch``; without one, ``opt = min(8, max_batch)``, ``max = max_batch``."""
+        if batch is not None:
+            return cls(1, int(batch), int(batch))
+        return cls(1, min(8, int(max_batch)), int(max_batch))
+
 
 @dataclass
 class InputSpec:

@@ -289,6 +289,22 @@ def ctd_bundle(ctd_project, tmp_path_factory):
     return result
 
 
+# 4 (below the old fixed opt of 8) in the fast tier; 16 in the full one.
+@pytest.mark.parametrize("batch", [4, pytest.param(16, marks=pytest.mark.slow)])
+def test_batch_sets_the_batch_range_of_both_bundles(ctd_project, tmp_path, batch):
+    """--batch N: opt = max = N in the CTD manifest and in its nested conditions bundle."""
+    from dlc_export.export import export_bundle
+    from dlc_runtime.bundle import Bundle
+
+    _, trains = ctd_project
+    result = export_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
+                           tmp_path / "ctd.bundle", frames=textured_frames(2, 120, 160),
+                           batch=batch, simplify=False)
+    expected = {"min": 1, "opt": batch, "max": batch}
+    assert Bundle.load(result.bundle_dir).input.batch.to_dict() == expected
+    assert Bundle.load(result.bundle_dir / "conditions").input.batch.to_dict() == expected
+
+
 def test_bundle_layout(ctd_bundle, ctd_project):
     from dlc_runtime.bundle import Bundle
 

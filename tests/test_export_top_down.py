@@ -208,6 +208,22 @@ def test_bundle_end_to_end(td_project, tmp_path):
     assert np.all((lik == 0) | np.isfinite(xy).reshape(5, -1, 2).all(-1))
 
 
+# 4 (below the old fixed opt of 8) in the fast tier; 16 in the full one.
+@pytest.mark.parametrize("batch", [4, pytest.param(16, marks=pytest.mark.slow)])
+def test_batch_sets_the_manifests_batch_range(td_project, tmp_path, batch):
+    """--batch N (export_bundle's batch): opt = max = N, as for bottom-up bundles (it used to be
+    opt 8 always: batch 4 failed after the whole export, batch 16 wrote opt 8)."""
+    from dlc_export.export import export_bundle
+    from dlc_runtime.bundle import Bundle
+
+    _, train = td_project
+    result = export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                           tmp_path / "td.bundle", frames=textured_frames(2, 120, 160),
+                           batch=batch, simplify=False)
+    assert Bundle.load(result.bundle_dir).input.batch.to_dict() == \
+        {"min": 1, "opt": batch, "max": batch}
+
+
 def test_missing_detector_snapshot_is_a_clear_error(td_project, tmp_path):
     import shutil
 

@@ -176,3 +176,23 @@ def test_build_model_from_config_refuses_unknown_and_reads_dicts(tmp_path):
         build_model_from_config(path)
     with pytest.raises(ConfigError, match="no usable 'model' section"):
         build_model_from_config({**cfg, "model": {"backbone": None, "heads": None}})
+
+
+def test_one_lister_orders_by_epoch_number_for_pose_and_detector_snapshots(tmp_path):
+    """Numerically: a lexicographic sort put snapshot-detector-200.pt after -1000.pt."""
+    from dlc_export.project import list_snapshots as export_order
+    from dlc_export.top_down import find_detector_snapshot
+    from dlc_train.runners.snapshots import list_snapshots
+
+    for name in ("snapshot-200.pt", "snapshot-1000.pt", "snapshot-best-050.pt",
+                 "snapshot-best-900.pt", "snapshot-detector-200.pt", "snapshot-detector-1000.pt",
+                 "notes.pt", "snapshot-1000.pt.part"):
+        (tmp_path / name).write_bytes(b"")
+    assert [(s.epoch, s.best) for s in list_snapshots(tmp_path)] == [
+        (50, True), (200, False), (900, True), (1000, False)]
+    assert [p.name for p in export_order(tmp_path)] == [
+        "snapshot-200.pt", "snapshot-1000.pt", "snapshot-best-900.pt"]
+    pose = tmp_path / "snapshot-200.pt"
+    assert find_detector_snapshot(pose).name == "snapshot-detector-1000.pt"
+    (tmp_path / "snapshot-detector-best-300.pt").write_bytes(b"")
+    assert find_detector_snapshot(pose).name == "snapshot-detector-best-300.pt"

@@ -26,6 +26,22 @@ class Snapshot:
     best: bool
 
 
+def list_snapshots(folder: str | Path, prefix: str = "snapshot") -> list[Snapshot]:
+    """The ``<prefix>-[best-]<epoch>.pt`` files in ``folder``, by epoch (numerically: 200 before
+    1000), a best snapshot after the regular one of its epoch. The one snapshot lister: the
+    trainer, the exporters and the detector lookup all use it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(rf"^{re.escape(prefix)}-(best-)?(\d+)\.pt$")
+    found = []
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            found.append(Snapshot(path, int(match.group(2)), bool(match.group(1))))
+    return sorted(found, key=lambda s: (s.epoch, s.best))
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Writes to a temporary file in the same folder, then renames: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,19 +70,11 @@ class SnapshotManager:
         self.max_snapshots = max_snapshots
         self.save_epochs = max(1, int(save_epochs or 1))
         self.prefix = prefix or "snapshot"
-        self._pattern = re.compile(rf"^{re.escape(self.prefix)}-(best-)?(\d+)\.pt$")
         self.best_metric: float | None = None
 
     def snapshots(self) -> list[Snapshot]:
-        """Snapshots in the folder, oldest epoch first."""
-        if not self.folder.is_dir():
-            return []
-        found = []
-        for p in self.folder.iterdir():
-            m = self._pattern.match(p.name)
-            if m:
-                found.append(Snapshot(p, int(m.group(2)), bool(m.group(1))))
-        return sorted(found, key=lambda s: (s.epoch, s.best))
+        """Snapshots in the folder, oldest epoch first (see :func:`list_snapshots`)."""
+        return list_snapshots(self.folder, self.prefix)
 
     def latest(self) -> Snapshot | None:
         """The snapshot of the highest epoch (a regular one over a best one of the same epoch)."""
