@@ -142,8 +142,8 @@ def analyze_video(
     if record is not None:
         done = _guard_output(lambda: complete_missing(
             paths, record, save_as_csv,
-            write_meta=lambda path, rec: write_meta_pickle(path, _meta_from_record(bundle, rec)),
-            write_csv=write_csv_from_h5), paths)
+            write_meta=lambda path, rec: write_meta_pickle(path, _meta_from_record(bundle, rec))),
+        paths)
         logger.info("%s already analyzed at %s", video_path, paths.h5)
         return AnalysisResult(paths.h5, done.n_frames, 0.0, 0.0, skipped=True,
                               csv_path=paths.csv if paths.csv.is_file() else None,

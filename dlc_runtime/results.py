@@ -24,7 +24,7 @@ from typing import Any
 
 from dlc_io import atomic_write_text, fsync_file, part_path
 from dlc_runtime.bundle import sha256_file
-from dlc_runtime.outputs import ResultPaths
+from dlc_runtime.outputs import ResultPaths, write_csv_from_h5
 
 RECORD_VERSION = 1
 KINDS = ("h5", "meta", "csv")  # the order files are renamed in; the record comes after them
@@ -137,11 +137,10 @@ class ResultStage:
 
 
 def complete_missing(paths: ResultPaths, record: dict[str, Any], save_as_csv: bool,
-                     write_meta: Callable[[Path, dict[str, Any]], None],
-                     write_csv: Callable[[Path, Path], None]) -> Completed:
+                     write_meta: Callable[[Path, dict[str, Any]], None]) -> Completed:
     """Add the outputs a complete result lacks: the ``.csv`` (when asked for) and a deleted
     ``_meta.pickle``, from the finished ``.h5`` and the record's facts. Files present are kept
-    as they are."""
+    as they are. ``write_meta(path, record)`` writes the ``_meta.pickle`` from the record."""
     wanted = {"meta": not paths.meta.is_file(), "csv": save_as_csv and not paths.csv.is_file()}
     missing = [kind for kind in ("meta", "csv") if wanted[kind]]
     if not missing:
@@ -150,7 +149,7 @@ def complete_missing(paths: ResultPaths, record: dict[str, Any], save_as_csv: bo
         if "meta" in missing:
             write_meta(stage.part("meta"), record)
         if "csv" in missing:
-            write_csv(paths.h5, stage.part("csv"))
+            write_csv_from_h5(paths.h5, stage.part("csv"))
         kept = {k: v for k, v in record["files"].items() if k not in missing}
         facts = {k: v for k, v in record.items() if k not in ("version", "files")}
         record = stage.publish(facts, kept)
