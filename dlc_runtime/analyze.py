@@ -12,8 +12,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dlc_runtime.backends.base import Backend, make_backend
-from dlc_runtime.bundle import Bundle, _package_version
+from dlc_runtime.bundle import Bundle
 from dlc_runtime.errors import OutputError
+from dlc_runtime.manifest import _package_version
 from dlc_runtime.outputs import H5Writer, ResultPaths, build_meta, write_csv_from_h5, \
     write_meta_pickle
 from dlc_runtime.pipelines.base import make_pipeline, pipeline_class
