@@ -116,11 +116,13 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
                    "never replaced).")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "torch"]),
               default="onnx", show_default=True,
-              help="onnx: pose.onnx only; tensorrt: also a TensorRT engine for this GPU; torch: "
-                   "also a TorchScript artifact (GPUs without TensorRT). Every bundle has "
-                   "pose.onnx.")
+              help="onnx: the ONNX graphs (with --precision fp16 also their fp16 variants); "
+                   "tensorrt: also TensorRT engines for this GPU; torch: also TorchScript "
+                   "artifacts (GPUs without TensorRT). Every bundle has the fp32 ONNX graphs.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
-              show_default=True, help="Precision of the engine / torch artifact.")
+              show_default=True, help="Precision of the engines / torch artifacts / extra ONNX "
+                                      "graphs (fp16: the network in half, same inputs and "
+                                      "outputs).")
 @click.option("--input-size", default=None, metavar="HxW",
               help="Bottom-up: network input size; the graph letterboxes frames of any "
                    "size to HxW (aspect ratio kept, black padding bottom/right) and returns "
@@ -148,11 +150,14 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
     """Export a snapshot to a bundle (SOURCE: a project config.yaml or a snapshot .pt)."""
     from dlc_export import export_bundle, export_from_project
 
-    if fmt == "torch" and precision == "int8":
-        raise click.BadParameter("torch artifacts are fp32 or fp16", param_hint="--precision")
+    if fmt in ("torch", "onnx") and precision == "int8":
+        raise click.BadParameter(f"{fmt} artifacts are fp32 or fp16 (int8: --format tensorrt)",
+                                 param_hint="--precision")
     size = _parse_size(input_size)
     common = dict(frames=frames, tolerance_px=tolerance,
                   allow_parity_failure=allow_parity_failure, device=device,
+                  onnx_precisions=(precision,) if fmt == "onnx" and precision != "fp32"
+                  else (),
                   torch_precisions=(precision,) if fmt == "torch" else (),
                   tensorrt_precision=precision if fmt == "tensorrt" else None,
                   calibration_videos=calibration_videos, input_size=size, batch=batch,

@@ -8,15 +8,12 @@ from pathlib import Path
 import onnx
 import torch
 
+from dlc_export.errors import ExportError
 from dlc_io import atomic_path
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17  # TensorRT 8.6+ and onnxruntime >= 1.14 both parse opset 17 fully
-
-
-class ExportError(RuntimeError):
-    """The model could not be exported, or the export failed a check."""
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path, *,

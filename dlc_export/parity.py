@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+from dlc_export.errors import ParityError
+from dlc_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +62,16 @@ def project_pcutoff(project: dict | None) -> float:
     return value if 0.0 <= value <= 1.0 else DEFAULT_PCUTOFF
 
 
-class ParityError(RuntimeError):
-    """The export's keypoints are further from PyTorch's than the tolerance allows."""
-
-
-def enforce(report: ParityReport, allow_failure: bool, consequence: str) -> ParityReport:
-    """Raises :class:`ParityError` ("<summary>; <consequence>") for a failed report, unless
-    ``allow_failure`` (``--allow-parity-failure``): then the artifact is kept, its report says
-    ``passed: false``, and a warning is logged."""
+def enforce(report: ParityReport, allow_failure: bool, consequence: str,
+            what: str = "") -> ParityReport:
+    """Raises :class:`ParityError` ("[<what>: ]<summary>; <consequence>") for a failed report,
+    unless ``allow_failure`` (``--allow-parity-failure``): then the artifact is kept, its
+    report says ``passed: false``, and a warning is logged."""
     if not report.passed:
+        message = f"{what + ': ' if what else ''}{report.summary()}"
         if not allow_failure:
-            raise ParityError(f"{report.summary()}; {consequence}")
-        log.warning("%s; kept (allow_parity_failure)", report.summary())
+            raise ParityError(f"{message}; {consequence}")
+        log.warning("%s; kept (allow_parity_failure)", message)
     return report
 
 
@@ -90,10 +91,17 @@ class ParityReport:
     #: and ``gated_max_px`` is their largest error (``max_px`` stays the largest of all).
     min_likelihood: float | None = None
     gated_max_px: float | None = None
+    #: what else a task checked or wants recorded (the detector's matched IoU, the reference
+    #: used); written at the top level of the JSON.
+    details: dict = field(default_factory=dict)
+    #: a clause the summary adds (e.g. "detector matched IoU 0.9987").
+    note: str = ""
 
     def to_json(self, path: str | Path) -> Path:
+        data = asdict(self)
+        data.update(data.pop("details"))
         path = Path(path)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         return path
 
     def summary(self) -> str:
@@ -103,8 +111,8 @@ class ParityReport:
             f"{self.gated_max_px:.4f} px")
         return (f"parity vs PyTorch ({self.backend}, {self.frames} frames): median "
                 f"{self.median_px:.4f} px, max {self.max_px:.4f} px{gated} (tolerance "
-                f"{self.tolerance_px} px), likelihood max diff {self.max_likelihood_abs:.2e}: "
-                f"{verdict}")
+                f"{self.tolerance_px} px), likelihood max diff {self.max_likelihood_abs:.2e}"
+                f"{'; ' + self.note if self.note else ''}: {verdict}")
 
 
 def keypoint_errors(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """Build a TensorRT engine from a bundle's ``pose.onnx`` and record its fingerprint.
 
-TensorRT is imported lazily: this module imports (and its pure helpers run) on machines without
-it, and asking for an engine there fails with one line that says what to install.
+TensorRT is imported lazily: this module imports on machines without it, and asking for an
+engine there fails with one line that says what to install. The profiles an engine is built for
+and its fingerprint come from ``dlc_export.tensorrt_profiles`` (pure, no TensorRT).
 
 Written against the TensorRT Python API of 8.5 to 10.x:
 - ``builder.create_network``: TensorRT 10 only has explicit batch (the EXPLICIT_BATCH flag is
@@ -10,8 +11,8 @@ Written against the TensorRT Python API of 8.5 to 10.x:
 - ``builder.build_serialized_network`` (``build_engine`` is gone in 10).
 - INT8 uses implicit quantization with an ``IInt8EntropyCalibrator2`` fed with real frames; it
   is deprecated from TensorRT 10.1 in favour of explicit Q/DQ graphs, but still builds.
-- TensorRT 11 removed weak typing (the FP16/INT8 flags and calibrators): there only fp32 builds
-  from our fp32 graphs; fp16/int8 say so in one line.
+- TensorRT 11 removed weak typing (the FP16/INT8 builder flags and calibrators; networks are
+  strongly typed): there only fp32 builds from our fp32 graphs; fp16/int8 say so in one line.
 
 Typical use (what ``dlc export --format tensorrt`` runs)::
 
@@ -23,16 +24,19 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dlc_export.onnx_export import ExportError
+from dlc_export.errors import ExportError
 from dlc_export.tensorrt_ops import check_tensorrt_operators
+from dlc_export.tensorrt_profiles import (ProfileError, default_profiles, engine_fingerprint,
+                                          normalize_profiles)
 from dlc_io import atomic_write_bytes
-from dlc_runtime.bundle import Bundle, Manifest, sha256_file, write_manifest
+from dlc_runtime.bundle import Bundle, sha256_file, write_manifest
 from dlc_runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -41,9 +45,6 @@ TENSORRT_MISSING = ('TensorRT is not installed: pip install "tensorrt>=8.5,<11" 
                     "(needs an NVIDIA GPU) or use --format onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_NAME = "pose.engine"
-
-#: {"min", "opt", "max"}: (B, H, W, 3) frame shapes; optionally "extra_inputs": {name: {...}}.
-Profile = dict[str, Any]
 
 
 class TensorRTBuildError(ExportError):
@@ -59,138 +60,14 @@ def import_tensorrt() -> Any:
     return tensorrt
 
 
-# ----------------------------------------------------------------------------------------------
-# Profiles (pure)
-# ----------------------------------------------------------------------------------------------
-
-
-def _checked_shapes(profile: Any, where: str, rank: int | None) -> dict[str, tuple[int, ...]]:
+@contextmanager
+def _as_build_error() -> Iterator[None]:
+    """Bad profiles (:mod:`dlc_export.tensorrt_profiles`) and the runtime's CUDA/machine errors
+    leave this module as :class:`TensorRTBuildError`, with the same one-line message."""
     try:
-        shapes = {k: tuple(int(v) for v in profile[k]) for k in ("min", "opt", "max")}
-    except (KeyError, TypeError, ValueError):
-        raise TensorRTBuildError(f"{where}: needs 'min', 'opt' and 'max' shapes of integers, "
-                                 f"got {profile!r}") from None
-    for key, shape in shapes.items():
-        if (rank is not None and len(shape) != rank) or not shape or min(shape) < 1:
-            raise TensorRTBuildError(f"{where}: {key} {shape} must have "
-                                     f"{rank or 'some'} positive sizes")
-    lo, opt, hi = shapes["min"], shapes["opt"], shapes["max"]
-    if len({len(lo), len(opt), len(hi)}) != 1 or \
-            not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
-        raise TensorRTBuildError(f"{where}: need min <= opt <= max on every axis, got "
-                                 f"min {lo}, opt {opt}, max {hi}")
-    return shapes
-
-
-def normalize_profiles(profiles: Sequence[dict[str, Any]]) -> list[Profile]:
-    """Validates optimization profiles for the (B, H, W, 3) uint8 input.
-
-    Each profile is ``{"min": (B, H, W, 3), "opt": ..., "max": ...}`` with min <= opt <= max on
-    every axis; ``opt`` is what TensorRT tunes for (the usual batch and the video's frame size).
-    A graph with further inputs (the top-down pose graph's ``boxes`` (B, M, 4)) gives their
-    shapes in ``"extra_inputs": {name: {"min", "opt", "max"}}``, with the frames' batch sizes.
-    """
-    if not profiles:
-        raise TensorRTBuildError("at least one optimization profile is needed "
-                                 "({'min': (1, H, W, 3), 'opt': ..., 'max': ...})")
-    out = []
-    for i, profile in enumerate(profiles):
-        shapes: dict[str, Any] = _checked_shapes(profile, f"profile {i}", 4)
-        for key, shape in shapes.items():
-            if shape[3] != 3:
-                raise TensorRTBuildError(f"profile {i}: {key} {shape} must be (batch, height, "
-                                         "width, 3) with positive sizes")
-        extra = (profile.get("extra_inputs") or {}) if isinstance(profile, dict) else {}
-        if extra:
-            shapes["extra_inputs"] = {}
-            for name, sub in extra.items():
-                checked = _checked_shapes(sub, f"profile {i} input '{name}'", None)
-                if any(checked[k][0] != shapes[k][0] for k in ("min", "opt", "max")):
-                    raise TensorRTBuildError(f"profile {i} input '{name}': its batch sizes "
-                                             "must be the frames' (min, opt, max)")
-                shapes["extra_inputs"][name] = checked
-        out.append(shapes)
-    return out
-
-
-def extra_input_profile(inputs: Sequence[Any], profile: dict[str, Any]) -> dict[str, Any]:
-    """Shapes for a graph's inputs after the frames, from their manifest specs.
-
-    Args:
-        inputs: the manifest graph's further inputs (:class:`TensorSpec`, e.g. ``boxes``
-            ``["batch", M, 4]``): their batch follows the frames', every other axis is fixed.
-        profile: the frames' ``{"min", "opt", "max"}``.
-    """
-    extra = {}
-    for spec in inputs:
-        rest = list(spec.shape[1:])
-        if any(not isinstance(v, int) for v in rest):
-            raise TensorRTBuildError(f"input '{spec.name}' has symbolic axes {spec.shape}: only "
-                                     "its batch may vary in a TensorRT profile; re-export")
-        extra[spec.name] = {k: (int(profile[k][0]), *rest) for k in ("min", "opt", "max")}
-    return extra
-
-
-def default_profiles(manifest: Manifest, frame_size: tuple[int, int] | None = None,
-                     graph: str = "pose") -> list[Profile]:
-    """One profile from the manifest's batch range and the frame size.
-
-    Args:
-        manifest: the bundle's manifest (``input.batch`` and, when fixed, height/width).
-        frame_size: (height, width) of the videos to analyse; needed when the graph takes any
-            frame size, since an engine is tuned for (and limited to) the sizes it was built for.
-        graph: the manifest graph the profile is for; its inputs after the frames (top-down
-            ``boxes``) get shapes with the same batch range (:func:`extra_input_profile`).
-    """
-    spec = manifest.input
-    if spec.height is not None and spec.width is not None:
-        if frame_size is not None and tuple(frame_size) != (spec.height, spec.width):
-            raise TensorRTBuildError(f"frame size {frame_size} differs from the graph's fixed "
-                                     f"input {spec.height}x{spec.width}")
-        height, width = spec.height, spec.width
-    elif frame_size is None:
-        raise TensorRTBuildError("the graph takes any frame size: pass the videos' frame size "
-                                 "(frame_size=(height, width) / --frame-size HxW) or profiles")
-    else:
-        height, width = (int(v) for v in frame_size)
-    b = spec.batch
-    profile: dict[str, Any] = {"min": (b.min, height, width, 3),
-                               "opt": (b.opt, height, width, 3),
-                               "max": (b.max, height, width, 3)}
-    further = manifest.graphs[graph].inputs[1:] if graph in manifest.graphs else []
-    if further:
-        profile["extra_inputs"] = extra_input_profile(further, profile)
-    return normalize_profiles([profile])
-
-
-# ----------------------------------------------------------------------------------------------
-# Fingerprint
-# ----------------------------------------------------------------------------------------------
-
-
-def engine_fingerprint(precision: str, profiles: Sequence[Profile], device_index: int = 0,
-                       input_name: str = "images") -> dict[str, Any]:
-    """What the runtime compares before loading an engine, plus how it was built.
-
-    Returns:
-        ``{tensorrt_version, gpu_name, compute_capability, cuda_driver, precision, profiles}``;
-        the runtime owns the machine query, so builder and checker cannot disagree on format.
-    """
-    from dlc_runtime.backends.tensorrt_backend import machine_fingerprint
-
-    try:
-        machine = machine_fingerprint(device_index)
-    except BackendError as err:
+        yield
+    except (ProfileError, BackendError) as err:
         raise TensorRTBuildError(str(err)) from None
-    def record(p: Profile) -> dict[str, Any]:
-        out: dict[str, Any] = {"input": input_name,
-                               **{k: list(p[k]) for k in ("min", "opt", "max")}}
-        if p.get("extra_inputs"):
-            out["extra_inputs"] = {name: {k: list(v) for k, v in sub.items()}
-                                   for name, sub in p["extra_inputs"].items()}
-        return out
-
-    return {**machine, "precision": precision, "profiles": [record(p) for p in profiles]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,7 +177,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         precision: "fp32" (TF32 off, so it matches ONNX Runtime), "fp16" or "int8" (with FP16
             fallback for layers INT8 does not cover).
         profiles: optimization profiles for the (B, H, W, 3) input, see
-            :func:`normalize_profiles`.
+            :func:`dlc_export.tensorrt_profiles.normalize_profiles`.
         timing_cache_path: a timing cache to load and update; the second build on the same GPU
             skips most tactic timing.
         calibration_frames: (N, H, W, 3) uint8 frames from the user's videos; required for int8.
@@ -312,7 +189,8 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     """
     if precision not in PRECISIONS:
         raise TensorRTBuildError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    profiles = normalize_profiles(profiles)
+    with _as_build_error():
+        profiles = normalize_profiles(profiles)
     if precision == "int8":
         if calibration_frames is None or len(calibration_frames) == 0:
             raise TensorRTBuildError("int8 needs calibration frames from your videos "
@@ -330,11 +208,9 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
             "precision='fp32' or pip install 'tensorrt>=8.5,<11'")
     from dlc_runtime.backends.tensorrt_backend import cuda_call, cuda_runtime
 
-    try:
-        cuda_call(cuda_runtime().cudaSetDevice(device_index), f"selecting CUDA device "
-                                                              f"{device_index}")
-    except BackendError as err:
-        raise TensorRTBuildError(str(err)) from None
+    with _as_build_error():
+        cuda_call(cuda_runtime().cudaSetDevice(device_index),
+                  f"selecting CUDA device {device_index}")
 
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")  # RoiAlign imports through a plugin
@@ -455,11 +331,12 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
     bundle = Bundle.load(bundle_dir)
     onnx_path = bundle.graph_path(graph)
     check_tensorrt_operators(onnx_path)  # fast, and a clearer message than the parser's
-    if profiles is None:
-        if frame_size is None and calibration_frames is not None:
-            frame_size = tuple(calibration_frames.shape[1:3])
-        profiles = default_profiles(bundle.manifest, frame_size, graph)
-    profiles = normalize_profiles(profiles)
+    if profiles is None and frame_size is None and calibration_frames is not None:
+        frame_size = tuple(calibration_frames.shape[1:3])
+    with _as_build_error():
+        if profiles is None:
+            profiles = default_profiles(bundle.manifest, frame_size, graph)
+        profiles = normalize_profiles(profiles)
     engine_path = bundle.path / engine_name
     # INT8 scales depend on the graph and the frames, not on the GPU: kept beside the engine so
     # a rebuild for another GPU skips calibration.
@@ -470,11 +347,13 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
                  calibration_cache_path=cache, calibration_inputs=calibration_inputs,
                  workspace_gb=workspace_gb,
                  device_index=device_index)
+    input_name = bundle.graph(graph).inputs[0].name
+    with _as_build_error():
+        fingerprint = engine_fingerprint(precision, profiles, device_index, input_name)
     entry = {
         "file": engine_name,
         "graph": graph,
-        **engine_fingerprint(precision, profiles, device_index,
-                             bundle.graph(graph).inputs[0].name),
+        **fingerprint,
         "sha256": sha256_file(engine_path),
         "graph_sha256": bundle.graph(graph).sha256,
         "built": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -494,5 +373,4 @@ def add_engine_to_bundle(bundle_dir: str | os.PathLike[str], entry: dict[str, An
 
 __all__ = ["TENSORRT_MISSING", "PRECISIONS", "ENGINE_NAME", "TensorRTBuildError",
            "add_engine_to_bundle", "build_engine", "calibration_frames_from_videos",
-           "default_profiles", "engine_fingerprint", "export_tensorrt", "extra_input_profile",
-           "normalize_profiles"]
+           "export_tensorrt"]

@@ -20,6 +20,7 @@ Example::
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import Counter
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import onnx
 
-from dlc_export.onnx_export import ExportError
+from dlc_export.errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -57,123 +58,17 @@ class OpSupport:
     note: str = ""
 
 
-# Ops supported since before TensorRT 8.4 with no caveat worth a line.
-_PLAIN = """
-Abs Acos Acosh Add ArgMax ArgMin Asin Asinh Atan Atanh BatchNormalization Ceil Celu Clip Concat
-Constant ConstantOfShape Cos Cosh DepthToSpace Div Elu Equal Erf Exp Expand Flatten Floor Gemm
-GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual HardSigmoid Identity
-ImageScaler IsNaN LRN LeakyRelu Less LessOrEqual Log LogSoftmax LpNormalization MatMul Max Mean
-Min Mul Neg PRelu ParametricSoftplus Pow RandomUniform RandomUniformLike Relu Reshape Round
-ScaledTanh Scan Scatter ScatterElements Selu Shape Sigmoid Sign Sin Sinh Size Softmax Softplus
-Softsign SpaceToDepth Split Sqrt Sub Sum Tan Tanh ThresholdedRelu Tile Transpose Where
-""".split()
+def _load_tables() -> tuple[dict[str, OpSupport], frozenset[str]]:
+    data = json.loads((Path(__file__).parent / "tensorrt_operators.json")
+                      .read_text(encoding="utf-8"))
+    return ({op: OpSupport(**entry) for op, entry in data["supported"].items()},
+            frozenset(data["unsupported"]))
 
-_INDICES_NOTE = ("int64 indices are narrowed to int32 before TensorRT 10 (values past 2^31 "
-                 "clamp); TensorRT 10 keeps int64")
 
-SUPPORTED_OPS: dict[str, OpSupport] = {
-    **{op: OpSupport() for op in _PLAIN},
-    # -- caveats on ops present since before 8.4 --------------------------------------------
-    "And": OpSupport(note="BOOL inputs only"),
-    "Or": OpSupport(note="BOOL inputs only"),
-    "Xor": OpSupport(note="BOOL inputs only"),
-    "Not": OpSupport(note="BOOL input only"),
-    "AveragePool": OpSupport(note="2-D or 3-D pooling only; dilations must be 1"),
-    "MaxPool": OpSupport(note="2-D or 3-D pooling only; dilations must be 1; the optional "
-                              "Indices output is not supported"),
-    "LpPool": OpSupport(note="dilations must be 1"),
-    "Cast": OpSupport(note="UINT8 converts only to or from FLOAT/FLOAT16; DOUBLE is narrowed "
-                           "to FLOAT"),
-    "Conv": OpSupport(note="2-D or 3-D; TensorRT 8.x wants the weights W as an initializer"),
-    "ConvTranspose": OpSupport(note="2-D or 3-D; TensorRT 8.x wants the weights W as an "
-                                    "initializer"),
-    "CumSum": OpSupport(note="axis must be a build-time constant"),
-    "DequantizeLinear": OpSupport(note="x_zero_point must be zero (explicit quantization)"),
-    "QuantizeLinear": OpSupport(note="y_zero_point must be zero (explicit quantization)"),
-    "Dropout": OpSupport(note="inference only: is_training must be a constant false"),
-    "Einsum": OpSupport(note="TensorRT 8.x: no ellipsis, diagonal or broadcasting"),
-    "EyeLike": OpSupport(note="input must have static dimensions"),
-    "Gather": OpSupport(note=_INDICES_NOTE),
-    "GatherElements": OpSupport(note=_INDICES_NOTE),
-    "GatherND": OpSupport(note=_INDICES_NOTE),
-    "GRU": OpSupport(note="bidirectional: both directions must use the same activations"),
-    "LSTM": OpSupport(note="bidirectional: same activations both ways; input_forget and "
-                           "layout must be 0"),
-    "RNN": OpSupport(note="bidirectional: both directions must use the same activations"),
-    "If": OpSupport(note="both branches' outputs must have the same rank and distinct names"),
-    "Loop": OpSupport(note="scan outputs need a fixed length; loop-carried shapes must not "
-                           "change between iterations"),
-    "InstanceNormalization": OpSupport(note="TensorRT 8.x: scale and B must be initializers, "
-                                            "input rank 3 to 5"),
-    "Pad": OpSupport(note="pads should be constant for the best engines"),
-    "Range": OpSupport(note="TensorRT 8.x: floating-point start/limit/delta must be constants"),
-    "Resize": OpSupport(note="coordinate modes half_pixel, pytorch_half_pixel, "
-                             "tf_half_pixel_for_nn, asymmetric, align_corners (not "
-                             "tf_crop_and_resize); modes nearest and linear; no antialias; "
-                             "keep_aspect_ratio_policy stretch only"),
-    "Upsample": OpSupport(note="deprecated ONNX op; same limits as Resize"),
-    "ReverseSequence": OpSupport(note="TensorRT 8.x: static input shapes only"),
-    "ScatterND": OpSupport(note="reduction must be 'none'"),
-    "Slice": OpSupport(note="TensorRT 8.x: axes must be an initializer"),
-    "Squeeze": OpSupport(note="axes must resolve to a constant (dynamic axes from 10.7)"),
-    "Unsqueeze": OpSupport(note="axes must resolve to a constant (dynamic axes from 10.7)"),
-    "TopK": OpSupport(note="K must be a build-time constant and below 3840; sorted must be 1"),
-    "Shrink": OpSupport(),
-    **{op: OpSupport(note="axes must be an initializer (ONNX opset 18 turned axes into an "
-                          "input: keep it constant)")
-       for op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
-                  "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")},
-    # -- added in TensorRT 8.5 (onnx-tensorrt changelog) ------------------------------------
-    "GridSample": OpSupport(since="8.5", note="4-D input only; FP32/FP16"),
-    "RoiAlign": OpSupport(since="8.5", note="imported through TensorRT's ROIAlign_TRT plugin: "
-                                            "the plugin library must be loaded "
-                                            "(init_libnvinfer_plugins); FP32/FP16"),
-    "Mod": OpSupport(since="8.5"),
-    "Trilu": OpSupport(since="8.5"),
-    "NonZero": OpSupport(since="8.5", note="data-dependent output shape: forces a device sync "
-                                           "and dynamic output allocation, avoid on the hot "
-                                           "path"),
-    "NonMaxSuppression": OpSupport(since="8.5", note="native from 8.5 (experimental plugin "
-                                                     "before); max_output_boxes_per_class and "
-                                                     "the thresholds should be constants; "
-                                                     "output is data-dependent like NonZero"),
-    "MeanVarianceNormalization": OpSupport(since="8.5"),
-    "RandomNormal": OpSupport(since="8.5", note="seed is ignored"),
-    "RandomNormalLike": OpSupport(since="8.5", note="seed is ignored"),
-    "OneHot": OpSupport(since="8.5", note="depth must be a build-time constant"),
-    "Reciprocal": OpSupport(since="8.5"),
-    "HardSwish": OpSupport(since="8.5"),
-    # -- absent from the 8.5 matrix, listed in the TensorRT 10 one ---------------------------
-    "BlackmanWindow": OpSupport(since="10.0"),
-    "HammingWindow": OpSupport(since="10.0"),
-    "HannWindow": OpSupport(since="10.0"),
-    "CastLike": OpSupport(since="10.0"),
-    "DeformConv": OpSupport(since="10.0", note="1-D or 2-D spatial input; symmetric pads"),
-    "Gelu": OpSupport(since="10.0"),
-    "GroupNormalization": OpSupport(since="10.0"),
-    "LayerNormalization": OpSupport(since="10.0", note="only the first output Y"),
-    "Hardmax": OpSupport(since="10.0", note="the axis dimension must be a build-time constant"),
-    "IsInf": OpSupport(since="10.0"),
-    "Mish": OpSupport(since="10.0"),
-    "STFT": OpSupport(since="10.0", note="frame_step and window must be initializers; real "
-                                         "input only"),
-    "Attention": OpSupport(since="10.14", note="4-D Q/K/V; no KV-cache inputs or outputs"),
-    "RMSNormalization": OpSupport(since="10.15"),
-    "RotaryEmbedding": OpSupport(since="10.15"),
-    "TensorScatter": OpSupport(since="10.15"),
-}
-
-#: Standard ONNX ops the parser has no importer for (documented as "N"); named for clearer
-#: errors. Anything neither here nor in SUPPORTED_OPS is refused the same way.
-UNSUPPORTED_OPS: frozenset[str] = frozenset("""
-AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor CenterCropPad Col2Im
-Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger
-MaxRoiPool MaxUnpool MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional
-OptionalGetElement OptionalHasElement QLinearConv QLinearMatMul RegexFullMatch SequenceAt
-SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength SequenceMap
-SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer
-Unique
-""".split())
+#: Operators the parser imports, and standard ONNX ops it has no importer for (documented as
+#: "N"; named for clearer errors: anything in neither is refused the same way). The table is
+#: data (``tensorrt_operators.json``), one entry per operator.
+SUPPORTED_OPS, UNSUPPORTED_OPS = _load_tables()
 
 
 class UnsupportedOperatorError(ExportError):
@@ -181,34 +76,25 @@ class UnsupportedOperatorError(ExportError):
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(version).split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
+    """"10.15.1.post1" -> (10, 15, 1): the first three parts, digits only."""
+    return tuple(int("".join(ch for ch in piece if ch.isdigit()) or 0)
+                 for piece in str(version).split(".")[:3])
 
 
 def max_opset(tensorrt_version: str) -> int:
     """Highest documented ONNX opset for ``tensorrt_version`` (the nearest listed release)."""
     target = _version_tuple(tensorrt_version)
-    known = sorted(MAX_OPSET, key=_version_tuple)
-    best = known[0]
-    for version in known:
-        if _version_tuple(version) <= target:
-            best = version
+    best = max((v for v in MAX_OPSET if _version_tuple(v) <= target), key=_version_tuple,
+               default=min(MAX_OPSET, key=_version_tuple))  # older than all: the oldest
     return MAX_OPSET[best]
 
 
 def is_supported(op_type: str, domain: str = "",
                  tensorrt_version: str = DEFAULT_TENSORRT_VERSION) -> bool:
     """True when TensorRT ``tensorrt_version``'s ONNX parser imports ``op_type``."""
-    if domain not in STANDARD_DOMAINS:
-        return False
-    support = SUPPORTED_OPS.get(op_type)
-    if support is None:
-        return False
-    return support.since is None or _version_tuple(support.since) <= _version_tuple(
-        tensorrt_version)
+    support = SUPPORTED_OPS.get(op_type) if domain in STANDARD_DOMAINS else None
+    return support is not None and (support.since is None or _version_tuple(support.since)
+                                    <= _version_tuple(tensorrt_version))
 
 
 @dataclass

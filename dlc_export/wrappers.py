@@ -119,11 +119,11 @@ def pad_divisor_from_config(cfg: dict) -> tuple[int, int]:
             int(padding.get("pad_width_divisor") or 1))
 
 
-class BottomUpSingleAnimal(nn.Module):
-    """frames (B, H, W, 3) uint8 -> keypoints (B, 1, K, 3) float32 (x, y in frame pixels, score).
+class PoseWrapper(nn.Module):
+    """Base of the bottom-up wrappers: frame normalisation around a PoseModel.
 
     Args:
-        model: a PoseModel whose ``head`` has a heatmap predictor.
+        model: a PoseModel.
         head: the head to decode (DeepLabCut's ``bodypart``).
     """
 
@@ -133,6 +133,11 @@ class BottomUpSingleAnimal(nn.Module):
         self.model = model
         self.head = head
         self.stride = model.get_stride(head)
+
+
+class BottomUpSingleAnimal(PoseWrapper):
+    """frames (B, H, W, 3) uint8 -> keypoints (B, 1, K, 3) float32 (x, y in frame pixels, score)
+    of a heatmap predictor."""
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x, scale = self.normalize.prepare(frames)
@@ -160,7 +165,7 @@ def _identity_scores(model: PoseModel, outputs: dict[str, dict[str, torch.Tensor
     return predictor.keypoint_scores(stride, outputs["identity"], poses).to(torch.float32)
 
 
-class BottomUpMultiAnimal(nn.Module):
+class BottomUpMultiAnimal(PoseWrapper):
     """Base of the multi-animal wrappers: frames -> a tuple of named fixed-shape outputs.
 
     ``output_names`` lists the outputs in the order ``forward`` returns them; the optional
@@ -177,11 +182,7 @@ class BottomUpMultiAnimal(nn.Module):
     identity_output = "identity_scores"
 
     def __init__(self, model: PoseModel, head: str = "bodypart"):
-        super().__init__()
-        self.normalize = NormalizeFrames()
-        self.model = model
-        self.head = head
-        self.stride = model.get_stride(head)
+        super().__init__(model, head)
         self.with_unique = "unique_bodypart" in model.heads
         self.with_identity = "identity" in model.heads
 

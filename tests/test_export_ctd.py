@@ -16,10 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-cv2 = pytest.importorskip("cv2")
-ort = pytest.importorskip("onnxruntime")
+import cv2
+import onnxruntime as ort
 
-from dlc_export.ctd import (
+from dlc_export import export_bundle
+from dlc_export.config_view import view_config
+from dlc_export.errors import ExportError
+from dlc_export.tasks.ctd_graph import (
     CondTopDownPose,
     ContextFreeCrop,
     condition_boxes,
@@ -27,14 +30,10 @@ from dlc_export.ctd import (
     deeplabcut_condition_box,
     deeplabcut_ctd_crop,
     eager_ctd,
-    export_ctd_bundle,
-    export_ctd_pose_onnx,
     parity_conditions,
 )
-from dlc_export.onnx_export import ExportError
+from dlc_export.tasks.top_down_graph import TopDownCrop
 from dlc_export.tensorrt_ops import check_tensorrt_operators
-from dlc_export.top_down import TopDownCrop
-from dlc_export.wrappers import pad_divisor_from_config
 from dlc_runtime.pipelines.ctd import condition_mask, select_conditions
 from dlc_train.config import (
     available_net_types,
@@ -46,7 +45,7 @@ from dlc_train.data.dlcloader import DLCLoader
 from dlc_train.models.heads.rtmcc import RTMCCHead
 from dlc_train.models.loading import build_model_from_config
 from frames import textured_frames
-from trained_like import half_unsupported
+from onnx_graphs import export_graph_onnx
 from variants import tiered
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c", "d"],
@@ -156,13 +155,12 @@ def test_pose_graph_matches_eager(tmp_path, net_type):
     torch.manual_seed(0)
     model = build_model_from_config(cfg).eval()
     tame(model)
-    crop = ctd_crop_settings(cfg)
+    crop = ctd_crop_settings(view_config(cfg, "pytorch_config.yaml"))
     assert crop.with_context == (net_type in WITH_CONTEXT) and crop.bbox_margin == 25
-    wrapper = CondTopDownPose(model, crop, pad_divisor_from_config(cfg)).eval()
+    wrapper = CondTopDownPose(model, crop, view_config(cfg, "pytorch_config.yaml").inference.pad_divisors).eval()
     frames = textured_frames()
     conditions = parity_conditions(frames, 3, 4)
-    path = export_ctd_pose_onnx(wrapper, frames, conditions, tmp_path / "pose.onnx",
-                                simplify=False)
+    path = export_graph_onnx(wrapper, tmp_path / "pose.onnx", frames, conditions=conditions)
     check_tensorrt_operators(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(["keypoints"], {"images": frames, "conditions": conditions})[0]
@@ -278,7 +276,6 @@ def ctd_project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ctd_bundle(ctd_project, tmp_path_factory):
-    from dlc_export.export import export_bundle
 
     _, trains = ctd_project
     out = tmp_path_factory.mktemp("bundles") / "ctd.bundle"
@@ -293,7 +290,6 @@ def ctd_bundle(ctd_project, tmp_path_factory):
 @pytest.mark.parametrize("batch", [4, pytest.param(16, marks=pytest.mark.slow)])
 def test_batch_sets_the_batch_range_of_both_bundles(ctd_project, tmp_path, batch):
     """--batch N: opt = max = N in the CTD manifest and in its nested conditions bundle."""
-    from dlc_export.export import export_bundle
     from dlc_runtime.bundle import Bundle
 
     _, trains = ctd_project
@@ -343,7 +339,7 @@ def test_pipeline_matches_deeplabcut_steps(ctd_bundle, ctd_project):
     assert valid.any(), "the conditions model found no animal: the check would be empty"
     cfg = read_config_as_dict(trains[2] / "pytorch_config.yaml")
     wrapper = CondTopDownPose(build_model_from_snapshot(cfg, trains[2] / "snapshot-005.pt"),
-                              ctd_crop_settings(cfg)).eval()
+                              ctd_crop_settings(view_config(cfg, "pytorch_config.yaml"))).eval()
     assert got.shape == (3, 2, len(bundle.bodyparts), 3)
     for i in range(3):
         slots = np.flatnonzero(valid[i])
@@ -396,7 +392,7 @@ def _copy_ctd(trains, tmp_path, conditions) -> tuple:
     (None, "inference.conditions is not set"),
     ("/data/bu_predictions.h5", "predictions file"),
     ({"shuffle": 7}, "conditions shuffle 7 was not found"),
-    ({"shuffle": 1, "snapshot_index": 3}, "snapshot_index 3 is out of range"),
+    ({"shuffle": 1, "snapshot_index": 3}, "snapshot index 3 is out of range"),
     ({"shuffle": 2}, "must come from a bottom-up model"),
     ({"shuffle": 1, "modelprefix": "other"}, "modelprefix"),
     ({"shuffle": 1, "trainset_index": 4}, "trainset_index 4"),
@@ -405,7 +401,7 @@ def test_conditions_model_errors(ctd_project, tmp_path, conditions, match):
     _, trains = ctd_project
     config, snapshot = _copy_ctd(trains, tmp_path, conditions)
     with pytest.raises(ExportError, match=match):
-        export_ctd_bundle(config, snapshot, tmp_path / "x.bundle", frames=textured_frames())
+        export_bundle(config, snapshot, tmp_path / "x.bundle", frames=textured_frames())
     assert not (tmp_path / "x.bundle").exists()
     assert not list(tmp_path.glob(".x.bundle.partial-*"))
 
@@ -414,12 +410,12 @@ def test_conditions_model_errors(ctd_project, tmp_path, conditions, match):
     {"shuffle": 1}, {"shuffle": 1, "snapshot_index": -1}, {"shuffle": 1, "trainset_index": 0},
     {"shuffle": 1, "snapshot": "snapshot-005.pt"}])
 def test_conditions_model_is_found(ctd_project, conditions):
-    from dlc_export.ctd import find_conditions_model
+    from dlc_export.tasks.ctd_conditions import find_conditions_model
 
     _, trains = ctd_project
     cfg = read_config_as_dict(trains[2] / "pytorch_config.yaml")
     cfg["inference"]["conditions"] = conditions
-    found = find_conditions_model(cfg, trains[2] / "pytorch_config.yaml")
+    found = find_conditions_model(view_config(cfg, trains[2] / "pytorch_config.yaml"))
     assert found == (trains[1] / "pytorch_config.yaml", trains[1] / "snapshot-005.pt")
 
 
@@ -427,13 +423,13 @@ def test_explicit_conditions_model_errors(ctd_project, tmp_path):
     _, trains = ctd_project
     config, snapshot = _copy_ctd(trains, tmp_path, "/data/bu_predictions.h5")
     with pytest.raises(ExportError, match="together"):
-        export_ctd_bundle(config, snapshot, tmp_path / "x.bundle",
+        export_bundle(config, snapshot, tmp_path / "x.bundle",
                           conditions_config=trains[1] / "pytorch_config.yaml")
     other = copy.deepcopy(read_config_as_dict(trains[1] / "pytorch_config.yaml"))
     other["metadata"]["bodyparts"] = ["x", "y", "z", "w"]
     write_config(tmp_path / "bu.yaml", other)
     with pytest.raises(ExportError, match="bodyparts"):
-        export_ctd_bundle(config, snapshot, tmp_path / "x.bundle",
+        export_bundle(config, snapshot, tmp_path / "x.bundle",
                           conditions_config=tmp_path / "bu.yaml",
                           conditions_snapshot=trains[1] / "snapshot-005.pt")
     assert not (tmp_path / "x.bundle").exists()
@@ -470,7 +466,6 @@ def test_cli_export_with_explicit_conditions_model(ctd_project, tmp_path):
 @pytest.fixture(scope="module")
 def ctd_torch_bundle(ctd_project, tmp_path_factory):
     """A CTD bundle with fp32 torch artifacts of both graphs."""
-    from dlc_export.export import export_bundle
 
     _, trains = ctd_project
     torch.set_num_threads(1)
@@ -520,27 +515,40 @@ def test_torch_backend_runs_the_ctd_pipeline_like_onnxruntime(ctd_torch_bundle, 
 
 
 def test_nested_artifacts_are_listed_for_the_conditions_graph():
-    """The CTD manifest points its conditions graph at the nested bundle's own torch artifacts
-    and engines (built and checked by its export), with paths relative to the CTD bundle."""
-    from dlc_export.ctd_artifacts import nested_engine_entries, nested_torch_graphs
+    """The CTD manifest points its conditions graph at the nested bundle's own artifacts of
+    every format (built and checked by its export), with paths relative to the CTD bundle."""
+    from types import SimpleNamespace
+
+    from dlc_export.formats import OnnxFormat, TensorRTFormat, TorchFormat
     from dlc_runtime.bundle import BatchRange, GraphSpec, InputSpec, Manifest, TensorSpec
 
     out = [TensorSpec("keypoints", "float32", ["batch", 2, 4, 3])]
     images = [TensorSpec("images", "uint8", ["batch", "height", "width", 3])]
-    nested = Manifest(task="bottom_up", scorer="s", bodyparts=list("abcd"), unique_bodyparts=[],
-                      individuals=["m1", "m2"], multi_animal=True,
-                      input=InputSpec(batch=BatchRange(1, 4, 8)), decoder={},
-                      graphs={"pose": GraphSpec(file="pose.onnx", inputs=images, outputs=out,
-                                                opset=17),
-                              "pose_torch_fp16": GraphSpec(file="pose.fp16.torchscript.pt",
-                                                           inputs=images, outputs=out)},
-                      engines=[{"file": "pose.engine", "graph": "pose", "precision": "fp16",
-                                "gpu_name": "NVIDIA H100", "sha256": "ab"}])
-    graphs = nested_torch_graphs(nested)
-    assert list(graphs) == ["conditions_torch_fp16"]
+
+    def manifest(graphs, engines=()):
+        return Manifest(task="bottom_up", scorer="s", bodyparts=list("abcd"),
+                        individuals=["m1", "m2"], multi_animal=True,
+                        input=InputSpec(batch=BatchRange(1, 4, 8)), graphs=graphs,
+                        engines=list(engines))
+
+    nested = manifest({"pose": GraphSpec(file="pose.onnx", inputs=images, outputs=out, opset=17),
+                       "pose_torch_fp16": GraphSpec(file="pose.fp16.torchscript.pt",
+                                                    inputs=images, outputs=out),
+                       "pose_onnx_fp16": GraphSpec(file="pose.fp16.onnx", inputs=images,
+                                                   outputs=out, opset=17)},
+                      [{"file": "pose.engine", "graph": "pose", "precision": "fp16",
+                        "gpu_name": "NVIDIA H100", "sha256": "ab"}])
+    ctx = SimpleNamespace(manifest=manifest({}))
+    for fmt in (OnnxFormat("fp32"), OnnxFormat("fp16"), TorchFormat("fp16"),
+                TorchFormat("fp32"), TensorRTFormat("fp16")):
+        fmt.link(ctx, nested, "conditions", "conditions")
+    graphs = ctx.manifest.graphs
+    assert list(graphs) == ["conditions", "conditions_onnx_fp16", "conditions_torch_fp16"]
+    assert graphs["conditions"].file == "conditions/pose.onnx"
+    assert graphs["conditions_onnx_fp16"].file == "conditions/pose.fp16.onnx"
     assert graphs["conditions_torch_fp16"].file == "conditions/pose.fp16.torchscript.pt"
     assert graphs["conditions_torch_fp16"].outputs == out
-    assert nested_engine_entries(nested) == [
+    assert ctx.manifest.engines == [
         {"file": "conditions/pose.engine", "graph": "conditions", "precision": "fp16",
          "gpu_name": "NVIDIA H100", "sha256": "ab"}]
 
@@ -548,8 +556,8 @@ def test_nested_artifacts_are_listed_for_the_conditions_graph():
 def test_half_pose_network_decodes_in_fp32(ctd_project):
     """fp16 artifacts run the CTD network in half but crop, draw conditions and decode in fp32
     (their parity is measured on CUDA: see test_cuda_fp16_artifacts)."""
-    from dlc_export.ctd import CondPoseOnCrops
-    from dlc_export.torch_export import HalfPrecisionNetwork
+    from dlc_export.half import HalfPrecisionNetwork
+    from dlc_export.tasks.ctd_graph import CondPoseOnCrops
 
     _, trains = ctd_project
     cfg = read_config_as_dict(trains[2] / "pytorch_config.yaml")
@@ -561,13 +569,8 @@ def test_half_pose_network_decodes_in_fp32(ctd_project):
     k = int(model.backbone.cond_enc.num_joints)
     crops = torch.randn(2, 3, 64, 64)
     conditions = torch.rand(2, k, 3) * 60
-    try:
-        with torch.no_grad():
-            out = half(crops, conditions)
-    except Exception as err:
-        if half_unsupported(err):
-            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
-        raise
+    with torch.no_grad():
+        out = half(crops, conditions)
     assert out.dtype == torch.float32 and out.shape == (2, k, 3)
     assert torch.isfinite(out).all()
 
@@ -582,26 +585,19 @@ def test_fp16_artifacts_of_both_graphs(ctd_project, tmp_path, device):
     so; the CTD pose graph's own fp16 report must pass."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
-    from dlc_export.export import export_bundle
     from dlc_runtime import make_backend
     from dlc_runtime.bundle import Bundle
 
     _, trains = ctd_project
     frames = textured_frames(2, 120, 160)
-    try:
-        result = export_bundle(trains[2] / "pytorch_config.yaml",
-                               trains[2] / "snapshot-005.pt", tmp_path / "ctd.bundle",
-                               frames=frames, torch_precisions=("fp16",), device=device,
-                               simplify=False, allow_parity_failure=True)
-    except Exception as err:
-        if half_unsupported(err):
-            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
-        raise
+    result = export_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
+                           tmp_path / "ctd.bundle", frames=frames, torch_precisions=("fp16",),
+                           device=device, simplify=False, allow_parity_failure=True)
     folder = result.bundle_dir
     report = json.loads((folder / "parity.torch_fp16.json").read_text())
     assert report["backend"] == f"torch-torchscript-fp16-{device}" and report["passed"]
     nested = json.loads((folder / "conditions" / "parity.torch_fp16.json").read_text())
-    assert nested["backend"] == f"torch-{device}-fp16" and nested["passed"] is False
+    assert nested["backend"] == f"torch-torchscript-fp16-{device}" and nested["passed"] is False
     bundle = Bundle.load(folder)
     assert {"pose_torch_fp16", "conditions_torch_fp16"} <= set(bundle.manifest.graphs)
     with make_backend(bundle, "torch", device=device, graph="conditions",
@@ -622,7 +618,7 @@ def test_tensorrt_without_tensorrt_is_one_line_and_writes_nothing(ctd_project, c
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` -> ImportError
     _, trains = ctd_project
     with pytest.raises(ExportError) as info:
-        export_ctd_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
+        export_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
                           tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
                           tensorrt_precision="fp16")
     assert str(info.value) == TENSORRT_MISSING  # said before any graph is exported
@@ -641,7 +637,7 @@ def test_tensorrt_engines_of_both_graphs(ctd_project, tmp_path, precision):
     from dlc_runtime.bundle import Bundle
 
     proj, trains = ctd_project
-    result = export_ctd_bundle(
+    result = export_bundle(
         trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
         tmp_path / "ctd.bundle", frames=textured_frames(4, 120, 160),
         tensorrt_precision=precision, frame_size=(120, 160),
@@ -668,18 +664,20 @@ def test_tensorrt_engines_of_both_graphs(ctd_project, tmp_path, precision):
         assert np.abs(a[found] - b[found]).max() <= 0.5
 
 
-def test_torch_artifacts_need_the_conditions_bundles_own(ctd_bundle, ctd_project, tmp_path):
-    """The CTD pose artifact is only added beside the conditions model's artifact of the same
-    precision (export_bundle writes both; a bundle assembled otherwise is refused)."""
-    from dlc_export.ctd_artifacts import add_ctd_torch_artifacts
+def test_fp16_onnx_graphs_of_both_bundles(ctd_project, tmp_path):
+    """The fp16 ONNX variant of a CTD bundle: its pose graph and the nested conditions
+    bundle's, each checked (the random-weight PAF conditions model may assemble differently in
+    half: allowed, and its report says so), listed for both graphs."""
+    from dlc_runtime.bundle import Bundle
 
     _, trains = ctd_project
-    folder = shutil.copytree(ctd_bundle.bundle_dir, tmp_path / "onnx_only.bundle")
-    cfg = read_config_as_dict(trains[2] / "pytorch_config.yaml")
-    wrapper = CondTopDownPose(build_model_from_config(cfg).eval(), ctd_crop_settings(cfg))
-    frames = textured_frames(2, 120, 160)
-    k = len(cfg["metadata"]["bodyparts"])
-    with pytest.raises(ExportError, match=r"conditions bundle has no \['fp32'\] torch artifact"):
-        add_ctd_torch_artifacts(folder, wrapper, frames, parity_conditions(frames, 2, k),
-                                ("fp32",))
-    assert not list(folder.glob("*.torchscript.pt"))
+    result = export_bundle(trains[2] / "pytorch_config.yaml", trains[2] / "snapshot-005.pt",
+                           tmp_path / "ctd.bundle", frames=textured_frames(2, 120, 160),
+                           onnx_precisions=("fp16",), simplify=False, allow_parity_failure=True)
+    report = json.loads((result.bundle_dir / "parity.onnx_fp16.json").read_text())
+    assert report["passed"] and report["backend"] == "onnxruntime-cpu-fp16"
+    assert report["conditions_parity"] == "conditions/parity.onnx_fp16.json"
+    assert (result.bundle_dir / report["conditions_parity"]).is_file()
+    graphs = Bundle.load(result.bundle_dir).manifest.graphs
+    assert graphs["pose_onnx_fp16"].file == "pose.fp16.onnx"
+    assert graphs["conditions_onnx_fp16"].file == "conditions/pose.fp16.onnx"

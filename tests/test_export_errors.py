@@ -3,7 +3,7 @@
 A bundle names its keypoints from the config's ``metadata.bodyparts``: without them there is no
 bundle to write. Checked for bottom-up configs (single- and multi-animal) through
 ``export_bundle`` and the ``dlc export`` command, and for a top-down config (``method: td``,
-exported by ``dlc_export.top_down``) through ``export_bundle``.
+exported by ``dlc_export.tasks.top_down``) through ``export_bundle``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from dlc_cli.main import cli
 from dlc_export import export_bundle
-from dlc_export.onnx_export import ExportError
+from dlc_export.errors import ExportError
 from dlc_train.config import make_pytorch_pose_config, write_config
 from dlc_train.models import PoseModel
 

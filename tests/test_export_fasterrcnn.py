@@ -14,18 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-cv2 = pytest.importorskip("cv2")
-ort = pytest.importorskip("onnxruntime")
+import cv2
+import onnxruntime as ort
 
 from test_detectors import calibrate_fasterrcnn_scores
 
-from dlc_export.detector import (
-    DetectorGraph,
-    build_detector,
-    eager_detections,
-    export_detector_onnx,
-    matched_iou,
-)
+from dlc_export.tasks.detector import DetectorGraph, build_detector, eager_detections, matched_iou
+from onnx_graphs import export_detector_onnx
 from dlc_export.tensorrt_ops import check_tensorrt_operators
 from dlc_train.config import make_pytorch_pose_config, read_config_as_dict, write_config
 from dlc_train.config.detectors import detector_config
@@ -72,8 +67,7 @@ def exported(request, tmp_path_factory):
     det = build_detector({"detector": fast_detector_section(request.param)})
     spread_fasterrcnn(det, frames)
     graph = DetectorGraph(det, max_detections=16).eval()
-    path = export_detector_onnx(graph, frames, tmp_path_factory.mktemp("frcnn") / "detector.onnx",
-                                simplify=False)
+    path = export_detector_onnx(graph, frames, tmp_path_factory.mktemp("frcnn") / "detector.onnx")
     return det, path
 
 
@@ -102,7 +96,7 @@ def test_graph_matches_eager_across_sizes_and_batches(exported):
 
 @pytest.mark.slow  # 10 s; the SSDLite top-down bundle runs end to end in the fast tier
 def test_top_down_bundle_with_fasterrcnn(tmp_path):
-    from dlc_export.top_down import export_top_down_bundle
+    from dlc_export import export_bundle
     from dlc_runtime import analyze_video
     from dlc_runtime.bundle import Bundle
     from dlc_train.models.loading import build_model_from_config
@@ -132,8 +126,8 @@ def test_top_down_bundle_with_fasterrcnn(tmp_path):
     torch.save({"metadata": {"epoch": 5}, "model": det.state_dict()},
                train / "snapshot-detector-005.pt")
 
-    result = export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
-                                    tmp_path / "td.bundle", frames=frames)  # onnxslim too
+    result = export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                           tmp_path / "td.bundle", frames=frames)  # onnxslim too
     assert result.parity.passed, result.parity.summary()
     bundle = Bundle.load(result.bundle_dir)
     assert bundle.task == "top_down"

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from dlc_cli.main import cli
 from dlc_export import export_bundle
-from dlc_export.tensorrt_build import default_profiles
+from dlc_export.tensorrt_profiles import default_profiles
 from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime import Bundle
 from dlc_runtime.backends import OnnxRuntimeBackend

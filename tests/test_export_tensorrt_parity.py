@@ -1,7 +1,7 @@
 """The export's TensorRT parity gate, wired without TensorRT.
 
 The real engine build and run need TensorRT and a GPU (tests/test_tensorrt.py, skipped here).
-These tests replace only the two GPU steps -- the build (``_add_tensorrt_engine``) and the
+These tests replace only the two GPU steps -- the build (``TensorRTFormat.write``) and the
 ``tensorrt`` backend -- with an ONNX Runtime session whose keypoints can be shifted, and check
 what the exporter does with the engine's answers: the report file, the per-precision gate, the
 frame size the engine is checked at, and that a failing engine leaves no bundle behind.
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dlc_export import export_bundle
-from dlc_export import export as export_module
+from dlc_export.formats.tensorrt import TensorRTFormat
 from dlc_export.parity import REDUCED_PRECISION_TOLERANCE_PX, ParityError
 from dlc_runtime.backends import OnnxRuntimeBackend
 from dlc_train.config import make_pytorch_pose_config, write_config
@@ -34,7 +34,7 @@ class ShiftedEngine(OnnxRuntimeBackend):
         self.name = "tensorrt-fake"
         self.shift = shift
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, images: np.ndarray, **extra: np.ndarray) -> dict[str, np.ndarray]:
         ShiftedEngine.shapes.append(images.shape)
         out = super().run(images)
         out["keypoints"] = out["keypoints"].copy()
@@ -61,15 +61,20 @@ def fake_tensorrt(monkeypatch):
     """Replaces the engine build with a no-op and the tensorrt backend with ShiftedEngine."""
     state = {"shift": 0.0, "built": []}
 
-    def build(bundle_dir, precision, frame_size, calibration_videos):
-        state["built"].append((precision, tuple(frame_size)))
+    def build(fmt, ctx):
+        state["built"].append((fmt.precision, ctx.task.engine_frame_size(ctx)))
+
+    from dlc_runtime.backends import make_backend as real
 
     def make_backend(bundle, backend="onnxruntime", device="cpu", **options):
-        assert backend == "tensorrt" and device == "cuda"
+        if backend != "tensorrt":  # the fp32 ONNX graph's own check
+            return real(bundle, backend, device, **options)
+        assert device == "cuda" and options["graph"] == "pose"
         return ShiftedEngine(bundle.graph_path("pose"), state["shift"])
 
-    monkeypatch.setattr(export_module, "_add_tensorrt_engine", build)
-    monkeypatch.setattr("dlc_runtime.backends.make_backend", make_backend)
+    monkeypatch.setattr("dlc_export.options.import_tensorrt", lambda: None)
+    monkeypatch.setattr(TensorRTFormat, "write", build)
+    monkeypatch.setattr("dlc_export.formats.base.make_backend", make_backend)
     ShiftedEngine.shapes = []
     return state
 
@@ -89,7 +94,7 @@ def test_engine_parity_report_is_written_at_the_engine_frame_size(shuffle, fake_
     # The engine saw the parity frames resized to its profile's frame size.
     assert ShiftedEngine.shapes and all(s[1:3] == (96, 128) for s in ShiftedEngine.shapes)
     report = json.loads((result.bundle_dir / "parity.tensorrt_fp16.json").read_text())
-    assert report["backend"] == "tensorrt-fake"
+    assert report["backend"] == "tensorrt-fp16"
     assert report["frame_size"] == [96, 128]
     assert report["max_px"] == pytest.approx(1.5, abs=1e-3)
     assert report["tolerance_px"] == REDUCED_PRECISION_TOLERANCE_PX["fp16"]

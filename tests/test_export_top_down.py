@@ -11,27 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-cv2 = pytest.importorskip("cv2")
+import cv2
 
-from dlc_export.detector import (
-    DetectorGraph,
-    build_detector,
-    eager_detections,
-    export_detector_onnx,
-    matched_iou,
-)
-from dlc_export.onnx_export import ExportError
+from dlc_export.config_view import view_config
+from dlc_export.errors import ExportError
+from dlc_export.pipeline import export_bundle
+from dlc_export.tasks.detector import DetectorGraph, build_detector, eager_detections, matched_iou
+from dlc_export.tasks.top_down_graph import TopDownCrop, TopDownPose, eager_top_down, parity_boxes
 from dlc_export.tensorrt_ops import check_tensorrt_operators
-from dlc_export.top_down import (
-    TopDownCrop,
-    TopDownPose,
-    crop_settings,
-    eager_top_down,
-    export_pose_onnx,
-    export_top_down_bundle,
-    pad_divisors,
-    parity_boxes,
-)
 from dlc_train.config import (
     available_net_types,
     make_pytorch_pose_config,
@@ -42,7 +29,8 @@ from dlc_train.config.detectors import detector_config
 from dlc_export.wrappers import NormalizeFrames
 from dlc_train.models.loading import build_model_from_config, build_model_from_snapshot
 from frames import textured_frames
-from trained_like import half_unsupported, train_heatmap_peaks
+from onnx_graphs import export_detector_onnx, export_graph_onnx
+from trained_like import train_heatmap_peaks
 from variants import tiered
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c"],
@@ -134,17 +122,19 @@ def test_pose_graph_matches_eager_crop(tmp_path, net_type):
     torch.manual_seed(0)
     model = build_model_from_config(cfg).eval()
     _quiet_locref(model)
-    w, h, margin = crop_settings(cfg)
-    wrapper = TopDownPose(model, w, h, margin, pad_divisors(cfg)).eval()
+    view = view_config(cfg, "pytorch_config.yaml").inference
+    wrapper = TopDownPose(model, view.crop.width, view.crop.height, view.crop.margin,
+                          view.pad_divisors).eval()
     frames = textured_frames()
     boxes = parity_boxes(frames, 4)  # inside, across both corners, flat, tall
-    path = export_pose_onnx(wrapper, frames, boxes, tmp_path / "pose.onnx", simplify=False)
+    path = export_graph_onnx(wrapper, tmp_path / "pose.onnx", frames, boxes=boxes)
     check_tensorrt_operators(path)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(["keypoints"], {"images": frames, "boxes": boxes})[0]
-    ref = eager_top_down(wrapper.pose, frames, boxes, w, h, margin)
+    ref = eager_top_down(wrapper.pose, frames, boxes, view.crop.width, view.crop.height,
+                         view.crop.margin)
     assert got.shape == ref.shape == (2, 4, 3, 3)
     assert np.isfinite(ref).all()
     assert np.abs(got[..., :2] - ref[..., :2]).max() <= 0.5
@@ -187,7 +177,7 @@ def test_bundle_end_to_end(td_project, tmp_path):
     proj, train = td_project
     frames = textured_frames(2, 120, 160)
     # The detector snapshot is found beside the pose snapshot, where DeepLabCut writes it.
-    result = export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+    result = export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
                                     tmp_path / "td.bundle", frames=frames)
     assert result.parity.passed, result.parity.summary()
     bundle = Bundle.load(result.bundle_dir)
@@ -213,7 +203,6 @@ def test_bundle_end_to_end(td_project, tmp_path):
 def test_batch_sets_the_manifests_batch_range(td_project, tmp_path, batch):
     """--batch N (export_bundle's batch): opt = max = N, as for bottom-up bundles (it used to be
     opt 8 always: batch 4 failed after the whole export, batch 16 wrote opt 8)."""
-    from dlc_export.export import export_bundle
     from dlc_runtime.bundle import Bundle
 
     _, train = td_project
@@ -233,7 +222,7 @@ def test_missing_detector_snapshot_is_a_clear_error(td_project, tmp_path):
     for name in ("pytorch_config.yaml", "snapshot-005.pt"):
         shutil.copy(train / name, alone / name)
     with pytest.raises(ExportError, match="snapshot-detector-XXX.pt"):
-        export_top_down_bundle(alone / "pytorch_config.yaml", alone / "snapshot-005.pt",
+        export_bundle(alone / "pytorch_config.yaml", alone / "snapshot-005.pt",
                                tmp_path / "x.bundle", frames=textured_frames())
     assert not (tmp_path / "x.bundle").exists()
 
@@ -244,13 +233,12 @@ def test_config_without_detector_is_a_clear_error(td_project, tmp_path):
     del cfg["detector"]
     write_config(tmp_path / "pytorch_config.yaml", cfg)
     with pytest.raises(ExportError, match="no 'detector' section"):
-        export_top_down_bundle(tmp_path / "pytorch_config.yaml", train / "snapshot-005.pt",
+        export_bundle(tmp_path / "pytorch_config.yaml", train / "snapshot-005.pt",
                                tmp_path / "x.bundle", frames=textured_frames(),
                                random_detector=True)
 
 
 def test_input_size_is_refused_with_the_fixed_sizes(td_project, tmp_path):
-    from dlc_export import export_bundle
 
     _, train = td_project
     with pytest.raises(ExportError) as info:
@@ -278,7 +266,7 @@ def td_torch_bundle(td_project, tmp_path_factory):
     _, train = td_project
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("td_torch") / "td.bundle"
-    result = export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+    result = export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
                                     out, frames=textured_frames(4, 120, 160), simplify=False,
                                     torch_precisions=("fp32",))
     return result
@@ -386,9 +374,9 @@ def peaked_pose_snapshot(train, dest, frames: np.ndarray):
     shutil.copytree(train, dest)
     cfg = read_config_as_dict(dest / "pytorch_config.yaml")
     model = build_model_from_snapshot(cfg, dest / "snapshot-005.pt")
-    crop_w, crop_h, margin = crop_settings(cfg)
+    crop = view_config(cfg, dest / "pytorch_config.yaml").inference.crop
     norm = NormalizeFrames()
-    crops, _, _ = TopDownCrop(crop_w, crop_h, margin)(
+    crops, _, _ = TopDownCrop(crop.width, crop.height, crop.margin)(
         torch.from_numpy(frames).float().permute(0, 3, 1, 2),
         torch.from_numpy(parity_boxes(frames, 2)))
     train_heatmap_peaks(model, (crops - norm.mean) * norm.scale)
@@ -399,21 +387,15 @@ def peaked_pose_snapshot(train, dest, frames: np.ndarray):
 
 def test_fp16_pose_artifact_on_cpu(td_project, tmp_path):
     """fp16 is the pose network's precision (the detector stays fp32), allowed on the CPU as
-    for bottom-up bundles; skips where this torch build has no half CPU kernels."""
+    for bottom-up bundles."""
     from dlc_runtime import make_backend
     from dlc_runtime.bundle import Bundle
 
     frames = textured_frames(2, 120, 160)
     train = peaked_pose_snapshot(td_project[1], tmp_path / "train", frames)
-    try:
-        result = export_top_down_bundle(train / "pytorch_config.yaml",
-                                        train / "snapshot-005.pt", tmp_path / "td.bundle",
-                                        frames=frames, simplify=False,
-                                        torch_precisions=("fp16",))
-    except Exception as err:
-        if half_unsupported(err):
-            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
-        raise
+    result = export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                           tmp_path / "td.bundle", frames=frames, simplify=False,
+                           torch_precisions=("fp16",))
     bundle = Bundle.load(result.bundle_dir)
     assert {"detector_torch_fp32", "pose_torch_fp16"} <= set(bundle.manifest.graphs)
     assert "pose_torch_fp32" not in bundle.manifest.graphs
@@ -447,13 +429,13 @@ def test_tensorrt_without_tensorrt_is_one_line_and_writes_nothing(td_project, td
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` -> ImportError
     _, train = td_project
     with pytest.raises(ExportError) as info:
-        export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+        export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
                                tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
                                simplify=False, tensorrt_precision="fp16")
     assert str(info.value) == TENSORRT_MISSING  # said before any graph is exported
     assert not list(tmp_path.iterdir())
     with pytest.raises(ExportError, match="unknown torch precision 'int8'"):
-        export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+        export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
                                tmp_path / "x.bundle", frames=textured_frames(2, 120, 160),
                                torch_precisions=("int8",))
     assert not list(tmp_path.iterdir())
@@ -472,7 +454,7 @@ def test_tensorrt_engines_match_onnxruntime(td_project, tmp_path, precision):
 
     proj, train = td_project
     frames = textured_frames(4, 120, 160)
-    result = export_top_down_bundle(
+    result = export_bundle(
         train / "pytorch_config.yaml", train / "snapshot-005.pt", tmp_path / "td.bundle",
         frames=frames, tensorrt_precision=precision, input_size=(120, 160),
         calibration_videos=(proj.video_path,) if precision == "int8" else (),
@@ -510,7 +492,7 @@ def test_cuda_fp16_torch_artifacts_match_onnxruntime(td_project, tmp_path):
     from dlc_runtime import analyze_video
 
     proj, train = td_project
-    result = export_top_down_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+    result = export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
                                     tmp_path / "td.bundle", frames=textured_frames(4, 120, 160),
                                     torch_precisions=("fp16",), device="cuda")
     ort = analyze_video(result.bundle_dir, proj.video_path, tmp_path / "ort", batch_size=2,
@@ -531,9 +513,54 @@ def test_crop_margin_comes_from_top_down_crop_not_bbox_margin():
     data.bbox_margin only makes boxes from keypoints."""
     cfg = _pose_config("top_down_resnet_tiny", (64, 80))
     cfg["data"]["bbox_margin"] = 20
-    assert crop_settings(cfg) == (64, 80, 0.0)
+
+    def crop():
+        c = view_config(cfg, "pytorch_config.yaml").inference.crop
+        return c.width, c.height, c.margin
+
+    assert crop() == (64, 80, 0.0)
     cfg["data"]["inference"]["top_down_crop"]["margin"] = 7
-    assert crop_settings(cfg) == (64, 80, 7.0)
+    assert crop() == (64, 80, 7.0)
+
+
+def test_crop_without_context_is_refused(td_project, tmp_path):
+    _, train = td_project
+    cfg = read_config_as_dict(train / "pytorch_config.yaml")
     cfg["data"]["inference"]["top_down_crop"]["crop_with_context"] = False
+    write_config(tmp_path / "pytorch_config.yaml", cfg)
     with pytest.raises(ExportError, match="crop_with_context: false is not supported"):
-        crop_settings(cfg)
+        export_bundle(tmp_path / "pytorch_config.yaml", train / "snapshot-005.pt",
+                      tmp_path / "x.bundle", frames=textured_frames())
+    assert not (tmp_path / "x.bundle").exists()
+
+
+def test_fp16_onnx_pose_graph_on_cpu(td_project, tmp_path):
+    """The fp16 ONNX variant: the pose network in half (the detector stays fp32), checked on
+    the CPU with the detector's and the pose graph's gates; the runtime runs it by precision."""
+    from dlc_runtime import make_backend
+    from dlc_runtime.bundle import Bundle
+    from dlc_runtime.pipelines import make_pipeline
+
+    frames = textured_frames(2, 120, 160)
+    train = peaked_pose_snapshot(td_project[1], tmp_path / "train", frames)
+    result = export_bundle(train / "pytorch_config.yaml", train / "snapshot-005.pt",
+                           tmp_path / "td.bundle", frames=frames, simplify=False,
+                           onnx_precisions=("fp16",))
+    report = result.reports["onnx_fp16"]
+    assert report.passed and report.details["detector_min_matched_iou"] >= 0.95, \
+        report.summary()
+    graphs = Bundle.load(result.bundle_dir).manifest.graphs
+    assert graphs["pose_onnx_fp16"].file == "pose.fp16.onnx"
+    assert "detector_onnx_fp16" not in graphs  # no half network: the fp32 graph serves
+    bundle = Bundle.load(result.bundle_dir)
+    with make_backend(bundle, "onnxruntime", graph="detector", precision="fp16") as half, \
+            make_backend(bundle, "onnxruntime", graph="detector") as full:
+        pipelines = make_pipeline(bundle, half), make_pipeline(bundle, full)
+        try:
+            a, b = (p(frames).keypoints for p in pipelines)
+        finally:
+            for p in pipelines:
+                p.close()
+    found = ~np.isnan(b[..., 0])
+    assert found.any() and np.array_equal(np.isnan(a[..., 0]), ~found)
+    assert np.abs(a[found][:, :2] - b[found][:, :2]).max() <= 0.5

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from dlc_export import export_bundle
-from dlc_export.plans import make_plan
+from dlc_export.config_view import view_config
+from dlc_export.tasks.bottom_up import make_plan
 from dlc_export.wrappers import NormalizeFrames, pad_divisor_from_config
 from dlc_runtime import Bundle, analyze_video
 from dlc_runtime.backends import OnnxRuntimeBackend
@@ -191,7 +192,7 @@ def _check_paf_graph_outputs(bundle_dir: Path, model: PoseModel, config_path: Pa
                              frame_sets: list[np.ndarray]) -> None:
     """The PAF graph's own outputs match the eager tensor half on each set of frames."""
     cfg = read_config_as_dict(config_path)
-    plan = make_plan(cfg, model, config_path)
+    plan = make_plan(view_config(cfg, config_path), model)
     # As export_bundle does: HRNet pads to multiples of 32 in the graph (auto_padding).
     plan.wrapper.normalize.pad_divisor = pad_divisor_from_config(cfg)
     backend = OnnxRuntimeBackend(bundle_dir / "pose.onnx")
@@ -220,20 +221,31 @@ def test_named_cases_are_bottom_up_architectures():
     assert set(HEAD_VARIANTS) <= set(bottom_up_net_types())
 
 
-def test_top_down_is_routed_away_from_the_bottom_up_plans(tmp_path, monkeypatch):
-    """method: td goes to dlc_export.top_down.export_top_down_bundle (another module)."""
-    import sys
-    import types
+def test_each_method_is_routed_to_its_task(tmp_path, monkeypatch):
+    """method: td / ctd / bu each go to their task's builder (dlc_export.tasks.TASKS)."""
+    from dlc_export import tasks
+    from dlc_train.task import Task
 
     calls = []
-    fake = types.ModuleType("dlc_export.top_down")
-    fake.export_top_down_bundle = lambda cfg, snap, out, **kw: calls.append((cfg, snap, out, kw))
-    monkeypatch.setitem(sys.modules, "dlc_export.top_down", fake)
-    config_path = tmp_path / "pytorch_config.yaml"
-    cfg = make_pytorch_pose_config({"bodyparts": BODYPARTS}, config_path, "top_down_resnet_50")
-    write_config(config_path, cfg)
-    export_bundle(config_path, tmp_path / "snapshot-001.pt", tmp_path / "td.bundle")
-    assert len(calls) == 1 and calls[0][0] == config_path and "tolerance_px" in calls[0][3]
+
+    class Routed(Exception):
+        pass
+
+    def fake(source, options):
+        calls.append((source.config.task, options.tolerance_px))
+        raise Routed
+
+    for task in (Task.TOP_DOWN, Task.BOTTOM_UP):
+        monkeypatch.setitem(tasks.TASKS, task, fake)
+    for net_type, task in (("top_down_resnet_50", Task.TOP_DOWN), ("resnet_50", Task.BOTTOM_UP)):
+        config_path = tmp_path / net_type / "pytorch_config.yaml"
+        config_path.parent.mkdir()
+        write_config(config_path, make_pytorch_pose_config({"bodyparts": BODYPARTS},
+                                                           config_path, net_type))
+        with pytest.raises(Routed):
+            export_bundle(config_path, tmp_path / "snapshot-001.pt", tmp_path / "x.bundle",
+                          tolerance_px=0.25)
+        assert calls[-1] == (task, 0.25)
 
 
 def test_two_animal_project_exports_and_analyzes(tmp_path):
@@ -285,7 +297,7 @@ def test_multi_animal_torch_artifacts_analyze_like_onnxruntime(tmp_path, net_typ
     artifact = bundle.graph("pose_torch_fp32")
     assert artifact.outputs == bundle.graph("pose").outputs and len(artifact.outputs) > 1
     report = __import__("json").loads((result.bundle_dir / "parity.torch_fp32.json").read_text())
-    assert report["passed"] and report["backend"] == "torch-cpu-fp32"
+    assert report["passed"] and report["backend"] == "torch-torchscript-fp32-cpu"
     h5 = {}
     for kind in ("onnxruntime", "torch"):
         run = analyze_video(result.bundle_dir, project.video_path, tmp_path / kind,

@@ -180,8 +180,8 @@ def test_build_model_from_config_refuses_unknown_and_reads_dicts(tmp_path):
 
 def test_one_lister_orders_by_epoch_number_for_pose_and_detector_snapshots(tmp_path):
     """Numerically: a lexicographic sort put snapshot-detector-200.pt after -1000.pt."""
-    from dlc_export.project import list_snapshots as export_order
-    from dlc_export.top_down import find_detector_snapshot
+    from dlc_export.source import list_snapshots as export_order
+    from dlc_export.source import find_detector_snapshot
     from dlc_train.runners.snapshots import list_snapshots
 
     for name in ("snapshot-200.pt", "snapshot-1000.pt", "snapshot-best-050.pt",

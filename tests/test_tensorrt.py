@@ -20,10 +20,11 @@ from onnx import TensorProto, helper
 
 from dlc_export.onnx_export import ExportError, export_onnx
 from dlc_export.tensorrt_build import (TENSORRT_MISSING, TensorRTBuildError, add_engine_to_bundle,
-                                       build_engine, default_profiles, export_tensorrt,
-                                       normalize_profiles)
+                                       build_engine, export_tensorrt)
 from dlc_export.tensorrt_ops import (SUPPORTED_OPS, UNSUPPORTED_OPS, UnsupportedOperatorError,
                                      check_tensorrt_operators)
+from dlc_export.tensorrt_profiles import (ProfileError, default_profiles, engine_fingerprint,
+                                          extra_input_profile, normalize_profiles)
 from dlc_runtime.backends import BACKENDS, make_backend
 from dlc_runtime.backends import tensorrt_backend as trt_backend
 from dlc_runtime.bundle import Bundle
@@ -261,18 +262,20 @@ def test_profiles_are_validated():
     ok = normalize_profiles([{"min": [1, 64, 64, 3], "opt": (4, 64, 64, 3),
                               "max": (8, 128, 128, 3)}])
     assert ok[0]["opt"] == (4, 64, 64, 3)
-    with pytest.raises(TensorRTBuildError, match="min <= opt <= max"):
+    with pytest.raises(ProfileError, match="min <= opt <= max"):
         normalize_profiles([{"min": (8, 64, 64, 3), "opt": (4, 64, 64, 3),
                              "max": (8, 64, 64, 3)}])
-    with pytest.raises(TensorRTBuildError, match=r"\(batch, height, width, 3\)"):
+    with pytest.raises(ProfileError, match=r"\(batch, height, width, 3\)"):
         normalize_profiles([{"min": (1, 3, 64, 64), "opt": (1, 3, 64, 64),
                              "max": (1, 3, 64, 64)}])
 
 
 def test_default_profiles_come_from_the_manifest(tmp_path):
     dynamic = Bundle.load(make_toy_bundle(tmp_path / "d.bundle", batch=(1, 4, 16)))
-    with pytest.raises(TensorRTBuildError, match="frame size"):
+    with pytest.raises(ProfileError, match="frame size"):
         default_profiles(dynamic.manifest)
+    with pytest.raises(TensorRTBuildError, match="frame size"):  # the builder's own error
+        export_tensorrt(make_toy_bundle(tmp_path / "e.bundle", batch=(1, 4, 16)))
     profile = default_profiles(dynamic.manifest, (48, 64))[0]
     assert profile == {"min": (1, 48, 64, 3), "opt": (4, 48, 64, 3), "max": (16, 48, 64, 3)}
     fixed = Bundle.load(make_toy_bundle(tmp_path / "f.bundle", height=32, width=40))
@@ -313,24 +316,21 @@ def test_two_input_graph_profiles(tmp_path):
     assert pose["extra_inputs"] == {"boxes": {"min": (1, 3, 4), "opt": (4, 3, 4),
                                               "max": (16, 3, 4)}}
     assert "extra_inputs" not in default_profiles(manifest, (48, 64), graph="detector")[0]
-    with pytest.raises(TensorRTBuildError, match="batch sizes must be the frames'"):
+    with pytest.raises(ProfileError, match="batch sizes must be the frames'"):
         normalize_profiles([{**pose, "extra_inputs": {"boxes": {
             "min": (1, 3, 4), "opt": (2, 3, 4), "max": (16, 3, 4)}}}])
-    with pytest.raises(TensorRTBuildError, match="min <= opt <= max"):
+    with pytest.raises(ProfileError, match="min <= opt <= max"):
         normalize_profiles([{**pose, "extra_inputs": {"boxes": {
             "min": (1, 3, 4), "opt": (4, 2, 4), "max": (16, 1, 4)}}}])
-    from dlc_export.tensorrt_build import extra_input_profile
     from dlc_runtime.bundle import TensorSpec
 
-    with pytest.raises(TensorRTBuildError, match="only its batch may vary"):
+    with pytest.raises(ProfileError, match="only its batch may vary"):
         extra_input_profile([TensorSpec("boxes", "float32", ["batch", "m", 4])], pose)
 
 
 def test_engine_fingerprints_of_both_top_down_graphs(tmp_path, monkeypatch):
     """What add_top_down_engines records: one entry per graph, the pose one with the boxes'
     profile; the runtime picks each graph's engine. (The machine query is faked: no GPU.)"""
-    from dlc_export.tensorrt_build import engine_fingerprint
-
     machine = {k: A100[k] for k in ("tensorrt_version", "gpu_name", "compute_capability")}
     monkeypatch.setattr(trt_backend, "machine_fingerprint", lambda index=0: dict(machine))
     manifest = _two_input_manifest(tmp_path)

@@ -7,6 +7,7 @@ Skips here: ``test_cuda_fp16_matches_onnxruntime`` (marked gpu; needs a CUDA GPU
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,11 +23,14 @@ import torch
 from torch import nn
 
 from dlc_export import ParityError, export_bundle
-from dlc_export.torch_export import add_torch_artifact, export_torch_artifact
+from dlc_export.options import ExportOptions
+from dlc_export.parity import run_parity
+from dlc_export.tasks.base import FRAMES, ExportGraph, ExportTask, TaskManifest
 from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime import BackendError, Bundle, analyze_video, make_backend
 from dlc_runtime.backends.torch_backend import TorchBackend
-from trained_like import calibrate_batchnorm, half_unsupported, train_heatmap_peaks
+from dlc_runtime.bundle import TensorSpec
+from trained_like import calibrate_batchnorm, train_heatmap_peaks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,8 +89,17 @@ def exported(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 @pytest.fixture
 def bundle_dir(exported, tmp_path) -> Path:
-    """A fresh copy of the exported bundle (tests add artifacts to it)."""
+    """A fresh copy of the exported bundle (ONNX only)."""
     return Path(shutil.copytree(exported[0], tmp_path / "tiny.bundle"))
+
+
+def export_torch(exported, out: Path, precisions: tuple[str, ...] = ("fp32",),
+                 frames: np.ndarray | None = None, **options) -> Path:
+    """The exported shuffle again, with torch artifacts (through the real pipeline)."""
+    _, config_path, snapshot = exported
+    frames = _frames(2, 64, 96) if frames is None else frames
+    return export_bundle(config_path, snapshot, out, frames=frames,
+                         torch_precisions=precisions, simplify=False, **options).bundle_dir
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +125,11 @@ def _h5(path: Path) -> np.ndarray:
     return pd.read_hdf(path, "df_with_missing").to_numpy().reshape(-1, len(BODYPARTS), 3)
 
 
-def test_fp32_torchscript_matches_onnxruntime_on_video(bundle_dir, wrapper, tmp_path):
-    spec = add_torch_artifact(bundle_dir, wrapper, _frames(2, 64, 96), "fp32")
-    assert spec.file == "pose.fp32.torchscript.pt" and spec.sha256
+def test_fp32_torchscript_matches_onnxruntime_on_video(exported, wrapper, tmp_path):
+    bundle_dir = export_torch(exported, tmp_path / "tiny.bundle")
     bundle = Bundle.load(bundle_dir)  # sha256 of every graph checked
-    assert bundle.graph("pose_torch_fp32").sha256 == spec.sha256
+    spec = bundle.graph("pose_torch_fp32")
+    assert spec.file == "pose.fp32.torchscript.pt" and spec.sha256
     assert bundle.graph("pose_torch_fp32").outputs == bundle.graph("pose").outputs
     assert (bundle_dir / "parity.torch_fp32.json").is_file()
     assert not list(bundle_dir.glob(".*"))  # no temporary left behind
@@ -133,8 +146,8 @@ def test_fp32_torchscript_matches_onnxruntime_on_video(bundle_dir, wrapper, tmp_
     assert meta["data"]["dlc-deploy"]["backend"] == "torch-cpu-fp32"
 
 
-def test_dynamic_batch_and_frame_size(bundle_dir, wrapper):
-    add_torch_artifact(bundle_dir, wrapper, _frames(2, 64, 96), "fp32")
+def test_dynamic_batch_and_frame_size(exported, wrapper, tmp_path):
+    bundle_dir = export_torch(exported, tmp_path / "tiny.bundle")
     bundle = Bundle.load(bundle_dir)
     with make_backend(bundle, "torch") as backend, make_backend(bundle, "onnxruntime") as ort:
         for n, h, w in [(1, 64, 96), (5, 64, 96), (3, 80, 128), (2, 48, 60), (1, 97, 65)]:
@@ -145,17 +158,11 @@ def test_dynamic_batch_and_frame_size(bundle_dir, wrapper):
             assert _px(out, ort.run(frames)["keypoints"]) <= TOLERANCE_PX, (n, h, w)
 
 
-def test_fp16_on_cpu(bundle_dir, wrapper):
+def test_fp16_on_cpu(exported, wrapper, tmp_path):
     frames = _frames(3, 64, 96, seed=3)
-    try:
-        spec = add_torch_artifact(bundle_dir, wrapper, frames, "fp16")
-    except Exception as err:
-        if half_unsupported(err):
-            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
-        raise
-    assert spec.file == "pose.fp16.torchscript.pt"
-    add_torch_artifact(bundle_dir, wrapper, frames, "fp32")
+    bundle_dir = export_torch(exported, tmp_path / "tiny.bundle", ("fp16", "fp32"), frames)
     bundle = Bundle.load(bundle_dir)
+    assert bundle.graph("pose_torch_fp16").file == "pose.fp16.torchscript.pt"
     assert {"pose", "pose_torch_fp16", "pose_torch_fp32"} <= set(bundle.manifest.graphs)
     with make_backend(bundle, "torch", precision="fp16") as half:
         assert half.name == "torch-cpu-fp16"
@@ -170,10 +177,12 @@ def test_fp16_on_cpu(bundle_dir, wrapper):
         assert default.name == "torch-cpu-fp32"
 
 
-def test_torch_export_pt2_alternative(wrapper, tmp_path):
-    path = tmp_path / "pose.fp32.pt2"
-    report = export_torch_artifact(wrapper, _frames(1, 64, 96), path, method="export")
-    assert report.passed and path.is_file()
+def test_torch_export_pt2_alternative(exported, wrapper, tmp_path):
+    bundle_dir = export_torch(exported, tmp_path / "tiny.bundle", frames=_frames(1, 64, 96),
+                              torch_method="export")
+    path = bundle_dir / "pose.fp32.pt2"
+    assert Bundle.load(bundle_dir).graph("pose_torch_fp32").file == path.name
+    assert json.loads((bundle_dir / "parity.torch_fp32.json").read_text())["passed"]
     backend = TorchBackend(path)
     for n, h, w in [(1, 64, 96), (4, 80, 112), (2, 33, 47)]:
         x = _frames(n, h, w, seed=w)
@@ -181,11 +190,11 @@ def test_torch_export_pt2_alternative(wrapper, tmp_path):
     backend.close()
 
 
-def test_missing_artifact_is_a_clear_error(bundle_dir, wrapper):
+def test_missing_artifact_is_a_clear_error(exported, bundle_dir):
     bundle = Bundle.load(bundle_dir)
     with pytest.raises(BackendError, match="no torch artifact: re-export with --format torch"):
         make_backend(bundle, "torch")
-    add_torch_artifact(bundle_dir, wrapper, _frames(2, 64, 96), "fp32")
+    bundle_dir = export_torch(exported, bundle_dir.parent / "torch.bundle")
     with pytest.raises(BackendError, match="no fp16 torch artifact"):
         make_backend(Bundle.load(bundle_dir), "torch", precision="fp16")
     with pytest.raises(BackendError, match="unknown device"):
@@ -201,24 +210,65 @@ class _ShapeBranch(nn.Module):
         return torch.stack([x, x], dim=1)[:, None]  # (B, 1, 2, 3)
 
 
+class _ShapeBranchTask(ExportTask):
+    """A task around ``_ShapeBranch``: the formats and the pipeline's check work on any task's
+    graphs, so a toy one shows what happens to an artifact whose traced shapes are wrong."""
+
+    manifest_fields = TaskManifest(task="bottom_up", decoder={"type": "heatmap_argmax"},
+                                   individuals=["individual_1"])
+
+    def __init__(self, frames: np.ndarray):
+        self.graphs = {"pose": ExportGraph(
+            "pose", _ShapeBranch(), [FRAMES],
+            [TensorSpec("keypoints", "float32", ["batch", 1, 2, 3])], (frames[:2],))}
+
+    def check(self, ctx, fmt, backends, frame_sets):
+        return run_parity(self.graphs["pose"].module, backends["pose"].run, frame_sets,
+                          source="toy frames", backend=fmt.backend_label(ctx),
+                          tolerance_px=ctx.gate(fmt.precision))
+
+
+def _toy_torch_export(out: Path, **options) -> None:
+    from types import SimpleNamespace
+
+    from dlc_export.context import ExportContext
+    from dlc_export.formats import TorchFormat
+    from dlc_export.manifest_builder import build_manifest
+    from dlc_export.pipeline import check_artifacts, staged_bundle
+
+    frames = _frames(2, 64, 96)
+    task = _ShapeBranchTask(frames)
+    options = ExportOptions.build(**options)
+    source = SimpleNamespace(frames=frames, frames_source="toy frames", pcutoff=0.6,
+                             scorer="toy", snapshot=out, config=SimpleNamespace(
+                                 bodyparts=["a", "b"], net_type="toy"))
+    with staged_bundle(out) as staging:
+        ctx = ExportContext(staging, task, source, options,
+                            build_manifest(task.manifest_fields, source, options,
+                                           record_snapshot=False))
+        fmt = TorchFormat("fp32")
+        fmt.write(ctx)
+        ctx.save_manifest()
+        check_artifacts(ctx, fmt)
+
+
 def test_artifact_that_does_not_generalise_is_refused(tmp_path):
-    path = tmp_path / "bad.pt"
     with pytest.raises(ParityError, match="do not generalise"):
-        export_torch_artifact(_ShapeBranch(), _frames(2, 64, 96), path)
+        _toy_torch_export(tmp_path / "bad.bundle")
     assert not list(tmp_path.iterdir())  # neither the artifact nor a temporary
 
 
 def test_allow_parity_failure_keeps_the_artifact_and_says_so(tmp_path):
     """--allow-parity-failure applies to torch artifacts as to the ONNX graph and engines."""
-    path = tmp_path / "kept.pt"
-    report = export_torch_artifact(_ShapeBranch(), _frames(2, 64, 96), path,
-                                   allow_parity_failure=True)
-    assert path.is_file() and report.passed is False and report.max_px > 0.5
+    _toy_torch_export(tmp_path / "kept.bundle", allow_parity_failure=True)
+    report = json.loads((tmp_path / "kept.bundle" / "parity.torch_fp32.json").read_text())
+    assert (tmp_path / "kept.bundle" / "pose.fp32.torchscript.pt").is_file()
+    assert report["passed"] is False and report["max_px"] > 0.5
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_artifact_runs_without_exporting_code(bundle_dir, wrapper, tmp_path):
-    add_torch_artifact(bundle_dir, wrapper, _frames(2, 64, 96), "fp32")
+def test_artifact_runs_without_exporting_code(exported, tmp_path):
+    bundle_dir = export_torch(exported, tmp_path / "tiny.bundle")
     video = _write_video(tmp_path / "v.mp4", _frames(5, 64, 96, seed=5))
     script = textwrap.dedent("""
         import sys
@@ -249,8 +299,8 @@ def test_artifact_runs_without_exporting_code(bundle_dir, wrapper, tmp_path):
 
 
 
-def test_torch_not_installed_is_a_clear_error(bundle_dir, wrapper):
-    add_torch_artifact(bundle_dir, wrapper, _frames(2, 64, 96), "fp32")
+def test_torch_not_installed_is_a_clear_error(exported, tmp_path):
+    bundle_dir = export_torch(exported, tmp_path / "tiny.bundle")
     script = textwrap.dedent("""
         import sys
 
@@ -277,11 +327,12 @@ def test_torch_not_installed_is_a_clear_error(bundle_dir, wrapper):
 
 
 @pytest.mark.gpu
-def test_cuda_fp16_matches_onnxruntime(bundle_dir, wrapper):
+def test_cuda_fp16_matches_onnxruntime(exported, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
     frames = _frames(4, 64, 96, seed=7)
-    add_torch_artifact(bundle_dir, wrapper, frames, "fp16", device="cuda")
+    bundle_dir = export_torch(exported, tmp_path / "tiny.bundle", ("fp16",), frames,
+                              device="cuda")
     bundle = Bundle.load(bundle_dir)
     with make_backend(bundle, "torch", device="cuda") as half, \
             make_backend(bundle, "onnxruntime") as ort:
@@ -302,8 +353,9 @@ def test_half_precision_keeps_every_wrappers_outputs(net_type, multi_animal):
     """fp16 swaps only the network: each wrapper keeps its own preprocessing and decoding, so
     multi-animal graphs keep their named outputs (before, an fp16 artifact decoded every model
     as single-animal); predictors stay fp32 and the caller's wrapper is not converted."""
-    from dlc_export.plans import make_plan
-    from dlc_export.torch_export import half_precision
+    from dlc_export.config_view import view_config
+    from dlc_export.half import half_precision
+    from dlc_export.tasks.bottom_up import make_plan
     from dlc_train.config import make_pytorch_pose_config
     from dlc_train.models import PoseModel
 
@@ -313,7 +365,7 @@ def test_half_precision_keeps_every_wrappers_outputs(net_type, multi_animal):
     cfg = make_pytorch_pose_config(project, "pytorch_config.yaml", net_type)
     torch.manual_seed(0)
     model = PoseModel.build(cfg["model"])
-    wrapper = make_plan(cfg, model, Path("x")).wrapper.eval()
+    wrapper = make_plan(view_config(cfg, "x"), model).wrapper.eval()
     frames = torch.from_numpy(_frames(2, 64, 64))
     with torch.no_grad():
         calibrate_batchnorm(model, wrapper.normalize.prepare(frames)[0])  # else fp16 overflows
@@ -325,12 +377,7 @@ def test_half_precision_keeps_every_wrappers_outputs(net_type, multi_animal):
             b.is_floating_point()} <= {torch.float32}
     with torch.no_grad():
         ref = wrapper(frames)
-        try:
-            got = half(frames)
-        except Exception as err:
-            if half_unsupported(err):
-                pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
-            raise
+        got = half(frames)
     ref = ref if isinstance(ref, tuple) else (ref,)
     got = got if isinstance(got, tuple) else (got,)
     assert [(t.shape, t.dtype) for t in got] == [(t.shape, t.dtype) for t in ref]
@@ -356,13 +403,8 @@ def test_fp16_with_a_letterboxed_network_size(exported, tmp_path):
     train_heatmap_peaks(model, inputs)
     peaked = tmp_path / "snapshot-002.pt"
     torch.save({"metadata": {}, "model": model.state_dict()}, peaked)
-    try:
-        result = export_bundle(config_path, peaked, tmp_path / "lb.bundle", frames=frames,
-                               input_size=(48, 48), torch_precisions=("fp16",))
-    except Exception as err:
-        if half_unsupported(err):
-            pytest.skip(f"fp16 on CPU unsupported by this torch build: {err}")
-        raise
+    result = export_bundle(config_path, peaked, tmp_path / "lb.bundle", frames=frames,
+                           input_size=(48, 48), torch_precisions=("fp16",))
     bundle = Bundle.load(result.bundle_dir)
     assert bundle.manifest.input.network_size == (48, 48)
     with make_backend(bundle, "torch", precision="fp16") as half, \

@@ -49,8 +49,3 @@ def train_heatmap_peaks(model: nn.Module, inputs: torch.Tensor, head: str = "bod
         optimizer.step()
     model.eval()
 
-
-def half_unsupported(err: BaseException) -> bool:
-    """True when ``err`` says this torch build lacks a half-precision CPU kernel (then an fp16
-    test skips); any other error is a failure."""
-    return "not implemented" in str(err).lower() or isinstance(err, NotImplementedError)

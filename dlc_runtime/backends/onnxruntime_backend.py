@@ -84,8 +84,39 @@ class OnnxRuntimeBackend(Backend):
         self.session = None  # type: ignore[assignment]
 
 
+#: Precisions of ONNX graphs: every bundle has fp32 graphs; ``dlc export --precision fp16``
+#: adds fp16 variants (the network in half, same inputs and outputs).
+ONNX_PRECISIONS = ("fp32", "fp16")
+
+
+def onnx_graph_name(graph: str, precision: str = "fp32") -> str:
+    """The manifest name of ``graph``'s ONNX graph of ``precision`` (``pose``,
+    ``pose_onnx_fp16``)."""
+    if precision not in ONNX_PRECISIONS:
+        raise BackendError(f"unknown ONNX precision {precision!r}; use one of "
+                           f"{', '.join(ONNX_PRECISIONS)}")
+    return graph if precision == "fp32" else f"{graph}_onnx_{precision}"
+
+
+def _pick_graph(bundle: Bundle, graph: str, precision: str | None) -> str:
+    """``graph``'s variant of ``precision``. A graph without one (top-down detectors stay
+    fp32) runs its fp32 graph, as long as the bundle has fp16 graphs at all."""
+    if precision in (None, "fp32") or "_onnx_" in graph:  # fp32, or a variant's own name
+        return graph
+    name = onnx_graph_name(graph, precision)
+    if name in bundle.manifest.graphs:
+        return name
+    suffix = onnx_graph_name("", precision)
+    if not any(g.endswith(suffix) for g in bundle.manifest.graphs):
+        raise BackendError(f"{bundle.path}: no {precision} ONNX graph; re-export with --format "
+                           f"onnx --precision {precision}")
+    return graph
+
+
 @register_backend("onnxruntime")
 def _make_onnxruntime(bundle: Bundle, device: str = "cpu", graph: str = "pose",
-                      intra_op_threads: int | None = None) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(bundle.graph_path(graph), device=device,
-                              intra_op_threads=intra_op_threads)
+                      intra_op_threads: int | None = None,
+                      precision: str | None = None) -> OnnxRuntimeBackend:
+    """Factory: ``graph``'s ONNX graph (``precision`` "fp16": its fp16 variant)."""
+    return OnnxRuntimeBackend(bundle.graph_path(_pick_graph(bundle, graph, precision)),
+                              device=device, intra_op_threads=intra_op_threads)

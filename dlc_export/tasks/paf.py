@@ -7,17 +7,18 @@ downscaling exports as two matmuls (``dlc_train.models.resize``), at any frame s
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from dlc_export.onnx_export import ExportError
-from dlc_export.plans.base import ExportPlan, metadata_names, optional_outputs
+from dlc_export.errors import ExportError
+from dlc_export.config_view import PoseConfigView
+from dlc_export.tasks.bottom_up_plan import BottomUpPlan, optional_outputs
 from dlc_export.wrappers import BottomUpPAF
 from dlc_runtime.bundle import TensorSpec
 from dlc_train.models.model import PoseModel
 
 
-def build(cfg: dict, model: PoseModel, where: Path) -> ExportPlan:
-    bodyparts, unique, individuals = metadata_names(cfg)
+def build(config: PoseConfigView, model: PoseModel) -> BottomUpPlan:
+    bodyparts, unique, individuals = (config.bodyparts, config.unique_bodyparts,
+                                      config.individuals)
+    where = config.where
     predictor = model.heads["bodypart"].predictor
     if predictor.num_uniquebodyparts:
         raise ExportError(f"{where}: a PAF predictor with num_uniquebodyparts > 0 (unique "
@@ -32,7 +33,7 @@ def build(cfg: dict, model: PoseModel, where: Path) -> ExportPlan:
                TensorSpec("scores", "float32", ["batch", k, p]),
                TensorSpec("peak_index", "int64", ["batch", k, p]),
                TensorSpec("affinities", "float32", ["batch", e, p, p])]
-    outputs += optional_outputs(cfg, where, ["batch", k, p], wrapper.identity_output)
+    outputs += optional_outputs(config, ["batch", k, p], wrapper.identity_output)
     decoder = {"type": "paf", "stride": wrapper.stride, "num_animals": predictor.num_animals,
                "max_peaks": p, "graph": [list(edge) for edge in predictor.graph],
                "edges_to_keep": list(predictor.edges_to_keep),
@@ -41,6 +42,6 @@ def build(cfg: dict, model: PoseModel, where: Path) -> ExportPlan:
                "locref_std": predictor.locref_stdev, "min_affinity": predictor.min_affinity,
                "num_samples": predictor.num_samples, "apply_sigmoid": predictor.apply_sigmoid,
                "clip_scores": predictor.clip_scores, "identity": wrapper.with_identity}
-    return ExportPlan(kind="bottom_up_paf", wrapper=wrapper, outputs=outputs, decoder=decoder,
+    return BottomUpPlan(kind="bottom_up_paf", wrapper=wrapper, outputs=outputs, decoder=decoder,
                       individuals=individuals or ["individual_1"], unique_bodyparts=unique,
                       multi_animal=True)

@@ -8,13 +8,15 @@ score 0. Box decoding, the score threshold and a fixed-iteration NMS run inside 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlc_export.onnx_export import DEFAULT_OPSET, ExportError, export_onnx
+from dlc_export.errors import ExportError
+from dlc_export.options import DEFAULT_MAX_DETECTIONS
 from dlc_train.models.detectors import DETECTORS, BaseDetector, FasterRCNN, SSDLite
 from dlc_train.models.detectors.base import deeplabcut_detector_input
 from dlc_train.models.loading import SnapshotError, read_snapshot
@@ -22,8 +24,10 @@ from dlc_train.models.loading import SnapshotError, read_snapshot
 #: NMS iterations baked into the graph. Greedy NMS converges in as many steps as the longest
 #: suppression chain; 24 covers trained detectors with margin (each step is one (B, N, N) op).
 DEFAULT_NMS_ITERATIONS = 24
-#: Detections the graph returns per frame (the runtime keeps the top ``max_individuals``).
-DEFAULT_MAX_DETECTIONS = 32
+#: The detector's parity gate: every reference box scoring above 0.1 has a box of the artifact
+#: with at least this IoU. Reduced-precision artifacts have stated looser bounds, like the pose
+#: gates (parity.REDUCED_PRECISION_TOLERANCE_PX), not measured on a GPU yet.
+MIN_DETECTOR_IOU = {"fp32": 0.99, "fp16": 0.95, "int8": 0.9}
 
 
 class DetectorGraph(nn.Module):
@@ -124,19 +128,6 @@ def build_detector(pytorch_config: dict, snapshot_path: str | Path | None = None
     return detector.eval()
 
 
-def detector_normalizes(pytorch_config: dict) -> bool:
-    """The detector's ``normalize_images`` (DeepLabCut's default: True)."""
-    data = (pytorch_config.get("detector") or {}).get("data") or {}
-    return bool((data.get("inference") or {}).get("normalize_images", True))
-
-
-def export_detector_onnx(graph: DetectorGraph, example: np.ndarray, path: str | Path, *,
-                         opset: int = DEFAULT_OPSET, simplify: bool = True) -> Path:
-    """Writes ``graph`` to ``path`` (dynamic batch and frame size, TensorRT operator check)."""
-    return export_onnx(graph, torch.from_numpy(np.ascontiguousarray(example)), path,
-                       output_names=("boxes", "scores"), opset=opset, simplify=simplify)
-
-
 def box_iou_np(a: np.ndarray, b: np.ndarray, extent: float = 0.0) -> np.ndarray:
     """IoU matrix of (N, 4) and (M, 4) x1y1x2y2 boxes, each side extended by ``extent`` px."""
     a = a + np.array([0, 0, extent, extent])
@@ -164,4 +155,30 @@ def matched_iou(ref_boxes: np.ndarray, ref_scores: np.ndarray, boxes: np.ndarray
         keep = rb[rs > min_score]
         if len(keep):
             worst = min(worst, float(box_iou_np(keep, cb, extent=1.0).max(axis=1).min()))
+    return worst
+
+
+def network_input(graph: DetectorGraph) -> dict:
+    """The detector network's input, for the manifest (``decoder.detector_input``):
+    ``{"width", "height", "resize"}``. SSDLite stretches every frame to its fixed 320x320
+    (aspect ratio not kept); a graph that resizes otherwise describes itself in
+    ``network_input``."""
+    described = getattr(graph, "network_input", None)
+    if described:
+        return dict(described)
+    height, width = graph.size
+    return {"width": int(width), "height": int(height), "resize": "stretch"}
+
+
+def detector_iou(graph: DetectorGraph, run: Callable[[np.ndarray], dict[str, np.ndarray]],
+                 frames: np.ndarray, batch_size: int = 2) -> float:
+    """Smallest matched IoU of ``run``'s boxes (an artifact of ``graph`` through the runtime)
+    vs the eager detector on ``frames``."""
+    worst = 1.0
+    for start in range(0, len(frames), batch_size):
+        batch = frames[start:start + batch_size]
+        expected = eager_detections(graph.detector, batch, graph.max_detections,
+                                    graph.normalize_images)
+        worst = min(worst, matched_iou(expected["boxes"], expected["scores"],
+                                       run(batch)["boxes"]))
     return worst

@@ -1,0 +1,22 @@
+"""Artifact formats, one module each (see ``base.py``). ``formats_for`` lists what an export
+writes, in order: the fp32 ONNX graphs first (every bundle has them, and TensorRT builds from
+them), then what the options ask for."""
+from __future__ import annotations
+
+from dlc_export.formats.base import ArtifactFormat
+from dlc_export.formats.onnx import OnnxFormat
+from dlc_export.formats.tensorrt import TensorRTFormat
+from dlc_export.formats.torchscript import TorchFormat
+from dlc_export.options import ExportOptions
+
+
+def formats_for(options: ExportOptions) -> list[ArtifactFormat]:
+    formats: list[ArtifactFormat] = [OnnxFormat("fp32")]
+    formats += [OnnxFormat(p) for p in options.onnx_precisions]
+    formats += [TorchFormat(p, options.torch_method) for p in options.torch_precisions]
+    if options.tensorrt_precision:
+        formats.append(TensorRTFormat(options.tensorrt_precision))
+    return formats
+
+
+__all__ = ["ArtifactFormat", "OnnxFormat", "TensorRTFormat", "TorchFormat", "formats_for"]
