@@ -112,13 +112,6 @@ class NormalizeFrames(nn.Module):
         return (x - self.mean) * self.scale, scale
 
 
-def pad_divisor_from_config(cfg: dict) -> tuple[int, int]:
-    """``data.inference.auto_padding`` of a pytorch_config as (height, width) divisors."""
-    padding = ((cfg.get("data") or {}).get("inference") or {}).get("auto_padding") or {}
-    return (int(padding.get("pad_height_divisor") or 1),
-            int(padding.get("pad_width_divisor") or 1))
-
-
 class PoseWrapper(nn.Module):
     """Base of the bottom-up wrappers: frame normalisation around a PoseModel.
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from dlc_cli.main import cli
 from dlc_export import export_bundle
 from dlc_export.errors import ExportError
-from dlc_train.config import make_pytorch_pose_config, write_config
-from dlc_train.models import PoseModel
+from helpers.shuffles import write_shuffle
 
 BODYPARTS = ["snout", "leftear", "rightear", "tail"]
 PROJECTS = {
@@ -38,16 +36,9 @@ def _shuffle_without_bodyparts(folder: Path, net_type: str, project: dict,
                                how: str) -> tuple[Path, Path]:
     """A real shuffle (config + random-weight snapshot of the same model) whose config then
     loses its bodyparts, so nothing else stands in the way of the export."""
-    config_path = folder / "train" / "pytorch_config.yaml"
-    config_path.parent.mkdir(parents=True)
-    cfg = make_pytorch_pose_config(project, config_path, net_type)
-    torch.manual_seed(0)
-    model = PoseModel.build(cfg["model"])
-    snapshot = config_path.parent / "snapshot-001.pt"
-    torch.save({"metadata": {}, "model": model.state_dict()}, snapshot)
-    NO_BODYPARTS[how](cfg["metadata"])
-    write_config(config_path, cfg)
-    return config_path, snapshot
+    made = write_shuffle(folder / "train", project, net_type,
+                         edit_config=lambda cfg: NO_BODYPARTS[how](cfg["metadata"]))
+    return made.config_path, made.snapshot
 
 
 def _files_under(folder: Path) -> set[Path]:

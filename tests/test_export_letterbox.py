@@ -18,19 +18,14 @@ from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime import Bundle
 from dlc_runtime.backends import OnnxRuntimeBackend
 from dlc_runtime.bundle import Manifest
-from dlc_train.config import make_pytorch_pose_config, write_config
 from dlc_train.models import PoseModel
+from helpers.shuffles import write_shuffle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _snapshot(tmp_path) -> PoseModel:
-    torch.manual_seed(0)
-    cfg = make_pytorch_pose_config({"bodyparts": ["a", "b", "c"]}, "x.yaml", "resnet_tiny")
-    model = PoseModel.build(cfg["model"]).eval()
-    write_config(tmp_path / "pytorch_config.yaml", cfg)
-    torch.save({"metadata": {}, "model": model.state_dict()}, tmp_path / "snapshot-001.pt")
-    return model
+    return write_shuffle(tmp_path).model
 
 
 def _reference(model: PoseModel, frames: np.ndarray, resized: tuple[int, int]) -> np.ndarray:

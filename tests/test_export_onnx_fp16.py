@@ -8,29 +8,16 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from dlc_export import export_bundle
 from dlc_runtime import BackendError, Bundle, make_backend
 from dlc_runtime.pipelines import make_pipeline
-from dlc_train.config import make_pytorch_pose_config, write_config
-from dlc_train.models import PoseModel
 from frames import textured_frames
+from helpers.shuffles import write_shuffle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FLOAT16 = onnx.TensorProto.FLOAT16
-
-
-def _shuffle(tmp_path, project: dict, net_type: str = "resnet_tiny"):
-    config_path = tmp_path / "train" / "pytorch_config.yaml"
-    config_path.parent.mkdir(parents=True)
-    cfg = make_pytorch_pose_config(project, config_path, net_type)
-    write_config(config_path, cfg)
-    torch.manual_seed(0)
-    snapshot = config_path.parent / "snapshot-001.pt"
-    torch.save({"metadata": {}, "model": PoseModel.build(cfg["model"]).state_dict()}, snapshot)
-    return config_path, snapshot
 
 
 def graph_types(path) -> tuple[dict, dict, int]:
@@ -46,7 +33,8 @@ def test_bottom_up_fp16_onnx_graph(tmp_path, multi_animal):
     project = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c"],
                "individuals": ["m1", "m2"], "uniquebodyparts": []} if multi_animal \
         else {"bodyparts": ["a", "b", "c"], "multianimalproject": False}
-    config_path, snapshot = _shuffle(tmp_path, project)
+    shuffle = write_shuffle(tmp_path / "train", project)
+    config_path, snapshot = shuffle.config_path, shuffle.snapshot
     frames = textured_frames(4, 64, 96)
     result = export_bundle(config_path, snapshot, tmp_path / "b.bundle", frames=frames,
                            simplify=False, onnx_precisions=("fp16",))
@@ -71,9 +59,8 @@ def test_bottom_up_fp16_onnx_graph(tmp_path, multi_animal):
 
 
 def test_fp16_graph_is_asked_for_by_name(tmp_path):
-    config_path, snapshot = _shuffle(tmp_path, {"bodyparts": ["a", "b"],
-                                                "multianimalproject": False})
-    result = export_bundle(config_path, snapshot, tmp_path / "b.bundle", simplify=False,
+    shuffle = write_shuffle(tmp_path / "train")
+    result = export_bundle(shuffle.config_path, shuffle.snapshot, tmp_path / "b.bundle", simplify=False,
                            frames=textured_frames(2, 64, 64))
     with pytest.raises(BackendError, match="no fp16 ONNX graph; re-export with --format onnx "
                                            "--precision fp16"):

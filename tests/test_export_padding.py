@@ -9,20 +9,14 @@ from dlc_export import export_bundle
 from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime import Bundle
 from dlc_runtime.backends import OnnxRuntimeBackend
-from dlc_train.config import make_pytorch_pose_config, update_config, write_config
-from dlc_train.models import PoseModel
+from helpers.shuffles import write_shuffle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_auto_padding_pads_bottom_right_inside_the_graph(tmp_path):
-    torch.manual_seed(0)
-    cfg = make_pytorch_pose_config({"bodyparts": ["a", "b", "c"]}, "x.yaml", "resnet_tiny")
-    cfg = update_config(cfg, {"data.inference.auto_padding": {"pad_height_divisor": 32,
-                                                               "pad_width_divisor": 32}})
-    model = PoseModel.build(cfg["model"]).eval()
-    write_config(tmp_path / "pytorch_config.yaml", cfg)
-    torch.save({"metadata": {}, "model": model.state_dict()}, tmp_path / "snapshot-001.pt")
+    model = write_shuffle(tmp_path, overrides={"data.inference.auto_padding": {
+        "pad_height_divisor": 32, "pad_width_divisor": 32}}).model
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(2, 50, 70, 3), dtype=np.uint8)  # not multiples of 32
 

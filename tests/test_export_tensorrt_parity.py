@@ -12,14 +12,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from dlc_export import export_bundle
 from dlc_export.formats.tensorrt import TensorRTFormat
 from dlc_export.parity import REDUCED_PRECISION_TOLERANCE_PX, ParityError
 from dlc_runtime.backends import OnnxRuntimeBackend
-from dlc_train.config import make_pytorch_pose_config, write_config
-from dlc_train.models import PoseModel
+from helpers.shuffles import write_shuffle
 
 BODYPARTS = ["snout", "tail", "leftear"]
 
@@ -44,16 +42,9 @@ class ShiftedEngine(OnnxRuntimeBackend):
 
 @pytest.fixture()
 def shuffle(tmp_path):
-    config_path = tmp_path / "train" / "pytorch_config.yaml"
-    config_path.parent.mkdir(parents=True)
-    cfg = make_pytorch_pose_config({"bodyparts": BODYPARTS, "multianimalproject": False},
-                                   config_path, "resnet_tiny")
-    write_config(config_path, cfg)
-    torch.manual_seed(0)
-    model = PoseModel.build(cfg["model"]).eval()
-    snapshot = config_path.parent / "snapshot-001.pt"
-    torch.save({"metadata": {}, "model": model.state_dict()}, snapshot)
-    return config_path, snapshot
+    made = write_shuffle(tmp_path / "train", {"bodyparts": BODYPARTS,
+                                              "multianimalproject": False})
+    return made.config_path, made.snapshot
 
 
 @pytest.fixture()

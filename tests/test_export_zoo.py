@@ -20,7 +20,7 @@ import torch
 from dlc_export import export_bundle
 from dlc_export.config_view import view_config
 from dlc_export.tasks.bottom_up import make_plan
-from dlc_export.wrappers import NormalizeFrames, pad_divisor_from_config
+from dlc_export.wrappers import NormalizeFrames
 from dlc_runtime import Bundle, analyze_video
 from dlc_runtime.backends import OnnxRuntimeBackend
 from dlc_train.config import (
@@ -33,6 +33,7 @@ from dlc_train.config.architectures import ARCHITECTURES
 from dlc_train.models import PoseModel
 from dlc_train.task import Task
 from variants import tiered
+from helpers.shuffles import write_shuffle
 
 BODYPARTS = ["snout", "leftear", "rightear", "tail"]
 INDIVIDUALS = ["mouse1", "mouse2"]
@@ -138,16 +139,8 @@ def _tame_maps(model: PoseModel) -> None:
 
 def _make_shuffle(folder: Path, net_type: str, project: dict) -> tuple[Path, Path, PoseModel]:
     """A pytorch_config.yaml and a random-weight snapshot (seeded)."""
-    config_path = folder / "train" / "pytorch_config.yaml"
-    config_path.parent.mkdir(parents=True)
-    cfg = make_pytorch_pose_config(project, config_path, net_type)
-    write_config(config_path, cfg)
-    torch.manual_seed(0)
-    model = PoseModel.build(cfg["model"]).eval()
-    _tame_maps(model)
-    snapshot = config_path.parent / "snapshot-001.pt"
-    torch.save({"metadata": {}, "model": model.state_dict()}, snapshot)
-    return config_path, snapshot, model
+    made = write_shuffle(folder / "train", project, net_type, prepare=_tame_maps)
+    return made.config_path, made.snapshot, made.model
 
 
 @pytest.mark.parametrize("net_type,multi_animal,heads",
@@ -192,9 +185,10 @@ def _check_paf_graph_outputs(bundle_dir: Path, model: PoseModel, config_path: Pa
                              frame_sets: list[np.ndarray]) -> None:
     """The PAF graph's own outputs match the eager tensor half on each set of frames."""
     cfg = read_config_as_dict(config_path)
-    plan = make_plan(view_config(cfg, config_path), model)
+    view = view_config(cfg, config_path)
+    plan = make_plan(view, model)
     # As export_bundle does: HRNet pads to multiples of 32 in the graph (auto_padding).
-    plan.wrapper.normalize.pad_divisor = pad_divisor_from_config(cfg)
+    plan.wrapper.normalize.pad_divisor = view.inference.pad_divisors
     backend = OnnxRuntimeBackend(bundle_dir / "pose.onnx")
     try:
         for frames in frame_sets:

@@ -30,6 +30,7 @@ from dlc_export.wrappers import BottomUpSingleAnimal
 from dlc_runtime import BackendError, Bundle, analyze_video, make_backend
 from dlc_runtime.backends.torch_backend import TorchBackend
 from dlc_runtime.bundle import TensorSpec
+from helpers.shuffles import write_shuffle
 from trained_like import calibrate_batchnorm, train_heatmap_peaks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,20 +69,10 @@ def _write_video(path: Path, frames_rgb: np.ndarray, fps: float = 10.0) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(bundle without torch artifact, pytorch_config.yaml, snapshot) from the real exporter."""
-    from dlc_train.config import make_pytorch_pose_config, write_config
-    from dlc_train.models import PoseModel
-
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("torch_artifact")
-    config_path = folder / "train" / "pytorch_config.yaml"
-    config_path.parent.mkdir()
-    project = {"bodyparts": BODYPARTS, "multianimalproject": False}
-    cfg = make_pytorch_pose_config(project, config_path, "resnet_tiny")
-    write_config(config_path, cfg)
-    torch.manual_seed(0)
-    model = PoseModel.build(cfg["model"])
-    snapshot = config_path.parent / "snapshot-001.pt"
-    torch.save({"metadata": {}, "model": model.state_dict()}, snapshot)
+    made = write_shuffle(folder / "train", {"bodyparts": BODYPARTS, "multianimalproject": False})
+    config_path, snapshot = made.config_path, made.snapshot
     result = export_bundle(config_path, snapshot, folder / "tiny.bundle",
                            frames=_frames(4, 64, 96, seed=1))
     return result.bundle_dir, config_path, snapshot

@@ -2,7 +2,7 @@
 
 For GPUs without TensorRT. The artifact is the same wrapped model as its ONNX graph (uint8 NHWC
 frames in, the manifest's outputs out; a top-down bundle's detector and two-input pose graph
-alike), saved by ``dlc_export.torch_export``; loading it needs torch only, never ``dlc_train`` or
+alike), saved by ``dlc_export.torch_artifact``; loading it needs torch only, never ``dlc_train`` or
 ``dlc_export``.
 
 torch is imported inside :func:`_import_torch`, i.e. only when this backend is created: importing

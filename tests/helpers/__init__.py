@@ -1,0 +1,1 @@
+"""Shared test builders (shuffles, frames, trained-like weights, CLI calls, tiers)."""
