@@ -1,14 +1,14 @@
 """Export of a trained model in each format: wall time and the parity every bundle reports.
 
 Exports the snapshot ``dlc demo`` trained (resnet_tiny on the synthetic project, so its heatmaps
-have real peaks) as ONNX, with fp32 and fp16 torch artifacts, at the frame's own size and with a
+have real peaks) as ONNX, with fp32 and fp16 torch artifacts, with the fp16 ONNX graph, at the frame's own size and with a
 letterboxed network size, and records each artifact's parity report (PyTorch vs the artifact on
 the project's labeled frames: median / max keypoint error in pixels, likelihood error; for
 reduced precision also the max over the keypoints detected at the project's pcutoff, which the
 gate applies to) and how long the export took. The baseline is the ONNX-only export of the same snapshot in the same run.
 
 ``--multi-animal EPOCHS`` also trains a 2-animal PAF resnet_tiny on a synthetic project (the
-demo's training settings) and exports it as ONNX and with an fp16 torch artifact, whose parity is
+demo's training settings) and exports it as ONNX and with fp16 torch and ONNX artifacts, whose parity is
 measured after the PAF assembly on the host.
 
     dlc demo                                   # makes dlc-demo/ with a trained shuffle
@@ -25,12 +25,14 @@ from pathlib import Path
 from dlc_export import export_from_project
 from machine import save_result
 
-MULTI_ANIMAL_CASES = {"onnx": {}, "onnx + torch fp16": {"torch_precisions": ("fp16",)}}
+MULTI_ANIMAL_CASES = {"onnx": {}, "onnx + torch fp16": {"torch_precisions": ("fp16",)},
+                      "onnx + onnx fp16": {"onnx_precisions": ("fp16",)}}
 
 CASES = {
     "onnx": {},
     "onnx + torch fp32": {"torch_precisions": ("fp32",)},
     "onnx + torch fp16": {"torch_precisions": ("fp16",)},
+    "onnx + onnx fp16": {"onnx_precisions": ("fp16",)},
     "onnx + torch fp16, letterbox 128x128": {"torch_precisions": ("fp16",),
                                              "input_size": (128, 128)},
 }

@@ -187,24 +187,33 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
               default="onnxruntime", show_default=True,
               help="tensorrt / torch need a bundle exported with --format tensorrt / torch.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="onnxruntime / torch: run the bundle's graphs of this precision (fp16: "
+                   "exported with --precision fp16). Default: onnxruntime fp32; torch the "
+                   "best for the device. A TensorRT engine's precision is fixed at export.")
 @click.option("--save-as-csv", is_flag=True, help="Also write the .csv DeepLabCut writes.")
 @click.option("--overwrite", is_flag=True, help="Redo videos that already have results.")
 @click.option("--allow-truncated", is_flag=True,
               help="Accept videos with fewer decodable frames than their header says.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
-def analyze(bundle, videos, dest, batch_size, device, backend, save_as_csv, overwrite,
-            allow_truncated, no_progress):
+def analyze(bundle, videos, dest, batch_size, device, backend, precision, save_as_csv,
+            overwrite, allow_truncated, no_progress):
     """Run a bundle over videos; write DeepLabCut-compatible .h5 results."""
     from dlc_runtime import analyze_video
 
     if backend == "tensorrt" and device == "cpu":
         device = "cuda"  # TensorRT runs on the GPU only
+    if backend == "tensorrt" and precision:
+        raise click.BadParameter("a TensorRT engine's precision is fixed when it is built "
+                                 "(dlc export --format tensorrt --precision ...)",
+                                 param_hint="--precision")
     for video in videos:
         result = analyze_video(bundle, video, dest_folder=dest, batch_size=batch_size,
                                backend=backend, device=device, save_as_csv=save_as_csv,
                                overwrite=overwrite, allow_truncated=allow_truncated,
-                               progress=not no_progress)
+                               progress=not no_progress,
+                               backend_options={"precision": precision} if precision else None)
         click.echo(in_cli_words(result.summary()))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -79,6 +80,37 @@ def test_bad_snapshots_are_one_line_errors(quick_demo, tmp_path):
     res = invoke(["export", wrong, "-o", tmp_path / "c.bundle"])
     one_error_line(res, "does not fit")
     assert not (tmp_path / "b.bundle").exists() and not (tmp_path / "c.bundle").exists()
+
+
+def test_export_and_analyze_with_the_fp16_onnx_graph(quick_demo, tmp_path):
+    """--format onnx --precision fp16 adds the fp16 graph; analyze --precision fp16 runs it
+    (the results' metadata says so) and agrees with the fp32 graph where the model is sure of
+    itself (the quick demo trains 4 epochs: its most confident quarter of the keypoints)."""
+    output, result = quick_demo
+    train_dir = next((output / "project").glob("*/dlc-models-pytorch/*/*/train"))
+    snapshot = sorted(train_dir.glob("snapshot-*.pt"))[-1]
+    bundle = tmp_path / "fp16.bundle"
+    res = invoke(["export", snapshot, "-o", bundle, "--precision", "fp16"])
+    assert res.exit_code == 0, res.output
+    assert (bundle / "pose.fp16.onnx").is_file() and (bundle / "parity.onnx_fp16.json").is_file()
+    video = next((output / "project").glob("*/videos/*.mp4"))
+    for precision in ("fp32", "fp16"):
+        res = invoke(["analyze", bundle, video, "--dest", tmp_path / precision, "--precision",
+                      precision, "--no-progress"])
+        assert res.exit_code == 0, res.output
+    meta = pd.read_pickle(next((tmp_path / "fp16").glob("*_meta.pickle")))
+    assert meta["data"]["dlc-deploy"]["backend"] == "onnxruntime-cpu-fp16"
+    full, half = (pd.read_hdf(next((tmp_path / p).glob("*.h5")), "df_with_missing")
+                  for p in ("fp32", "fp16"))
+    lik = full.xs("likelihood", level="coords", axis=1).to_numpy()
+    detected = np.repeat(lik >= np.quantile(lik, 0.75), 2, axis=1)
+    xy = [c for c in full.columns if c[-1] in ("x", "y")]
+    assert detected.any()
+    assert np.abs((full[xy] - half[xy]).to_numpy()[detected]).max() < 0.5
+    res = invoke(["export", snapshot, "-o", tmp_path / "x.bundle", "--precision", "int8"])
+    assert res.exit_code == 2 and "int8: --format tensorrt" in res.output
+    res = invoke(["analyze", bundle, video, "--backend", "tensorrt", "--precision", "fp16"])
+    assert res.exit_code == 2 and "precision is fixed when it is built" in res.output
 
 
 def test_export_torch_artifact_and_analyze_with_torch_backend(quick_demo, tmp_path):

@@ -118,5 +118,9 @@ def _make_onnxruntime(bundle: Bundle, device: str = "cpu", graph: str = "pose",
                       intra_op_threads: int | None = None,
                       precision: str | None = None) -> OnnxRuntimeBackend:
     """Factory: ``graph``'s ONNX graph (``precision`` "fp16": its fp16 variant)."""
-    return OnnxRuntimeBackend(bundle.graph_path(_pick_graph(bundle, graph, precision)),
-                              device=device, intra_op_threads=intra_op_threads)
+    name = _pick_graph(bundle, graph, precision)
+    backend = OnnxRuntimeBackend(bundle.graph_path(name), device=device,
+                                 intra_op_threads=intra_op_threads)
+    if "_onnx_" in name:  # the results' metadata says which graph ran
+        backend.name += f"-{name.rpartition('_onnx_')[2]}"
+    return backend
