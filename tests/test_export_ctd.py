@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 
-import cv2
 import onnxruntime as ort
 
 from dlc_export import export_bundle

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 
-import cv2
 import onnxruntime as ort
 
 from test_detectors import calibrate_fasterrcnn_scores

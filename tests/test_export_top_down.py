@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-import cv2
 
 from dlc_export.config_view import view_config
 from dlc_export.errors import ExportError
