@@ -365,12 +365,15 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
 def add_engine_to_bundle(bundle_dir: str | os.PathLike[str], entry: dict[str, Any]) -> Path:
     """Records ``entry`` in the bundle's manifest, replacing an entry for the same file."""
     bundle = Bundle.load(bundle_dir)
-    manifest = bundle.manifest
-    manifest.engines = [e for e in manifest.engines if e.get("file") != entry.get("file")]
-    manifest.engines.append(dict(entry))
-    return write_manifest(bundle.path, manifest)
+    bundle.manifest.engines = with_engine(bundle.manifest.engines, entry)
+    return write_manifest(bundle.path, bundle.manifest)
+
+
+def with_engine(engines: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """``engines`` with ``entry`` added, replacing an entry for the same file."""
+    return [*(e for e in engines if e.get("file") != entry.get("file")), dict(entry)]
 
 
 __all__ = ["TENSORRT_MISSING", "PRECISIONS", "ENGINE_NAME", "TensorRTBuildError",
            "add_engine_to_bundle", "build_engine", "calibration_frames_from_videos",
-           "export_tensorrt"]
+           "export_tensorrt", "with_engine"]

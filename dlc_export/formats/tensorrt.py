@@ -59,8 +59,9 @@ class TensorRTFormat(ArtifactFormat):
 
     @staticmethod
     def _record(ctx: ExportContext, entry: dict) -> None:
-        engines = [e for e in ctx.manifest.engines if e.get("file") != entry.get("file")]
-        ctx.manifest.engines = [*engines, dict(entry)]
+        from dlc_export.tensorrt_build import with_engine
+
+        ctx.manifest.engines = with_engine(ctx.manifest.engines, entry)
 
     def frame_sets(self, ctx: ExportContext) -> list[np.ndarray]:
         height, width = ctx.task.engine_frame_size(ctx)
