@@ -8,10 +8,13 @@ import copy
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from dlc_train.config import available_net_types, make_pytorch_pose_config
 from dlc_train.models import BACKBONES, PoseModel
 from dlc_train.models.backbones.ctd import CondPreNet, HRNetCoAM
 from dlc_train.models.modules.coam import DAModule, resize_antialiased
@@ -134,11 +137,9 @@ def test_state_dict_matches_deeplabcut(net_type):
                                       "ctd_prenet_rtmpose_s"])
 def test_project_config_builds_the_same_model(net_type):
     """The config package's ctd_* templates (owned elsewhere) build this layout too."""
-    config = pytest.importorskip("dlc_train.config")
-    if net_type not in config.available_net_types():
-        pytest.skip(f"dlc_train.config has no {net_type} template yet")
-    cfg = config.make_pytorch_pose_config(_project_config(), "/tmp/ctd/pytorch_config.yaml",
-                                          net_type=net_type)
+    assert net_type in available_net_types()
+    cfg = make_pytorch_pose_config(_project_config(), "/tmp/ctd/pytorch_config.yaml",
+                                   net_type=net_type)
     model = PoseModel.build(cfg["model"])
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == _reference_keys(f"{net_type}_BU_ma")
@@ -309,7 +310,6 @@ def test_encoder_keeps_deeplabcut_edge_cases():
 def _dlc_encoder_reference(kpts: np.ndarray, size: tuple[int, int], img_size: tuple[int, int],
                            colors: np.ndarray | None = None) -> np.ndarray:
     """DeepLabCut's encoders re-expressed with numpy + OpenCV: (B, K, 3) -> (B, C, H, W)."""
-    cv2 = pytest.importorskip("cv2")
     k = kpts.astype(np.float64).copy()
     k[kpts[..., 2] <= 0] = 0
     k[k[..., 2] > 0, 2] = 2
@@ -372,7 +372,6 @@ def test_rainbow_colors_are_matplotlibs():
 
 @pytest.mark.parametrize("size", [3, 5, 7, 15, 21])
 def test_gaussian_kernel_is_opencvs(size):
-    cv2 = pytest.importorskip("cv2")
     expected = cv2.getGaussianKernel(size, 0, ktype=cv2.CV_64F).ravel()
     np.testing.assert_allclose(gaussian_kernel_1d(size).numpy(), expected, atol=1e-12)
 
@@ -404,8 +403,6 @@ def test_coam_condition_resize_is_antialiased_bilinear(src, dst):
 ], ids=["prenet", "coam"])
 def test_conditional_backbones_export_to_onnx(backbone_cfg, tmp_path):
     """Condition encoding is tensor code: frames + keypoints in, features out, in one graph."""
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
     backbone = BACKBONES.build(backbone_cfg).eval()
     x = torch.randn(1, 3, 64, 64)
     cond = torch.tensor([[[10.0, 20.0, 1.0], [30.5, 40.2, 0.7], [0.0, 0.0, 0.0],

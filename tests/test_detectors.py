@@ -35,6 +35,10 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+# Faster R-CNN at its two sizes: the MobileNet one in the fast tier, the ResNet-50 one slow.
+FASTERRCNN_VARIANTS = ["fasterrcnn_mobilenet_v3_large_fpn",
+                       pytest.param("fasterrcnn_resnet50_fpn_v2", marks=pytest.mark.slow)]
+
 
 @torch.no_grad()
 def calibrate_fasterrcnn_scores(model: FasterRCNN, images: torch.Tensor) -> None:
@@ -139,8 +143,7 @@ def test_ssdlite_forward_in_image_coordinates(size):
     assert bool((fixed["labels"][0, n0:] == -1).all())
 
 
-@pytest.mark.parametrize("variant", ["fasterrcnn_mobilenet_v3_large_fpn",
-                                     "fasterrcnn_resnet50_fpn_v2"])
+@pytest.mark.parametrize("variant", FASTERRCNN_VARIANTS)
 def test_fasterrcnn_forward_in_image_coordinates(variant):
     torch.manual_seed(0)
     # Small resize target and few proposals keep this fast on CPU (the v2 box head runs four
@@ -156,8 +159,7 @@ def test_fasterrcnn_forward_in_image_coordinates(variant):
         _check_detections(detections, 1, *size)
 
 
-@pytest.mark.parametrize("variant", ["fasterrcnn_mobilenet_v3_large_fpn",
-                                     "fasterrcnn_resnet50_fpn_v2"])
+@pytest.mark.parametrize("variant", FASTERRCNN_VARIANTS)
 def test_fasterrcnn_fixed_path_matches_forward(variant):
     """The export path (fixed shapes, sizes from shape tensors) gives forward's detections."""
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ import pytest
 
 from dlc_train.config import make_pytorch_pose_config
 from dlc_train.models import PoseModel
+from variants import key_file_net_type, tiered
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 KEYS_DIR = SHARED / "dlc3" / "state_dict_keys"
@@ -58,7 +59,7 @@ def describe(ours: dict, theirs: dict) -> str:
 
 
 @pytest.mark.skipif(not KEYS_DIR.is_dir(), reason=f"{KEYS_DIR} is absent")
-@pytest.mark.parametrize("name", _key_files())
+@pytest.mark.parametrize("name", tiered(_key_files(), net_type=key_file_net_type))
 def test_state_dict_matches_deeplabcut(name):
     expected = read_keys(KEYS_DIR / f"{name}.txt")
     model = PoseModel.build(config_for(name)["model"])

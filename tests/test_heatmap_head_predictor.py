@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -175,7 +176,6 @@ class PoseWithDecode(nn.Module):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter, on purpose
 def test_onnx_export_dynamic_batch_and_size(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     cfg = {"backbone": {"type": "ResNet", "model_name": "resnet18", "output_stride": 16},
            "heads": {"bodypart": head_cfg(512, 3, weight_init=None)}}

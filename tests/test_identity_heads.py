@@ -4,6 +4,8 @@ unique-bodypart targets, and the heads as make_pytorch_pose_config builds them."
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -101,9 +103,6 @@ def test_keypoint_scores_match_deeplabcut_route(stride):
 
 def test_keypoint_scores_trace_to_onnx_shapes(tmp_path):
     """Tensor ops only: the sampling exports and keeps dynamic batch / H / W."""
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-
     class Wrap(torch.nn.Module):
         def __init__(self):
             super().__init__()

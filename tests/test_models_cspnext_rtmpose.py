@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,7 @@ def _tiny_rtmpose_cfg(input_size=(64, 48), num_kpts: int = 3, widen: float = 0.1
                         "pos_enc": False}}},
     }
 from conftest import dlc3_file as _dlc3, reference_keys
+from variants import key_file_net_type, tiered
 
 def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
     return dict(reference_keys(name))
@@ -63,7 +65,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # ------------------------------------------------------------------- DeepLabCut layout
 
 
-@pytest.mark.parametrize("name", ["cspnext_s_BU_sa", "rtmpose_s_TD_ma", "rtmpose_m_TD_ma"])
+@pytest.mark.parametrize("name", tiered(["cspnext_s_BU_sa", "rtmpose_s_TD_ma", "rtmpose_m_TD_ma"],
+                                        net_type=key_file_net_type))
 def test_state_dict_matches_deeplabcut(name):
     model = PoseModel.build(_config(name)["model"])
     got = {key: tuple(value.shape) for key, value in model.state_dict().items()}
@@ -96,6 +99,7 @@ def test_cspnext_variant_factors():
     assert CSPNEXT_VARIANTS["cspnext_x"] == (1.33, 1.25)
 
 
+@pytest.mark.slow  # the family's largest size; the s models run in the fast tier
 def test_cspnext_x_and_rtmpose_x_build_and_run():
     cfg = _config("rtmpose_s_TD_ma")
     cfg["model"]["backbone"].update(model_name="cspnext_x", deepen_factor=1.33, widen_factor=1.25)
@@ -419,7 +423,6 @@ class _HeadAndPredictor(nn.Module):
 
 
 def test_rtmpose_onnx_export_matches_onnxruntime(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = PoseModel.build(_tiny_rtmpose_cfg(input_size=(64, 96), num_kpts=3)).eval()
     wrapper = _HeadAndPredictor(model).eval()

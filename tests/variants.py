@@ -27,6 +27,20 @@ def family_and_size(net_type: str) -> tuple[str, int]:
     return net_type[:match.start()] + net_type[match.end():], size
 
 
+def key_file_net_type(name: str) -> str:
+    """The net type of a ../shared/dlc3 key or config file name, ``NET_TYPE_{BU,TD}_{sa,ma}``:
+    ``"hrnet_w32_BU_sa"`` -> ``"hrnet_w32"``, ``"resnet_50_TD_ma"`` -> ``"top_down_resnet_50"``
+    (RTMPose is top-down only: ``"rtmpose_m_TD_ma"`` -> ``"rtmpose_m"``). Other names are
+    returned as they are."""
+    parts = name.rsplit("_", 2)
+    if len(parts) != 3 or parts[1] not in ("BU", "TD") or parts[2] not in ("sa", "ma"):
+        return name
+    net_type, task, _ = parts
+    if task == "TD" and not net_type.startswith(("top_down_", "rtmpose")):
+        return f"top_down_{net_type}"
+    return net_type
+
+
 def smallest_per_family(net_types: Iterable[str]) -> set[str]:
     """The smallest variant of each family among ``net_types``."""
     best: dict[str, tuple[int, str]] = {}
