@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from dlc_runtime.bundle import sha256_file
-from cli_helpers import invoke, one_error_line
+from helpers.cli import invoke, one_error_line
 from dlc_runtime.testing import TOY_SCORER, make_test_video, make_toy_bundle
 
 N = 40  # frames; batches of 8 -> 5 appends

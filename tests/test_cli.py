@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cli_helpers import invoke, one_error_line
+from helpers.cli import invoke, one_error_line
 
 
 @pytest.fixture

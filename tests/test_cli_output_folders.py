@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import invoke, one_error_line
+from helpers.cli import invoke, one_error_line
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli_helpers import invoke, one_error_line
+from helpers.cli import invoke, one_error_line
 from conftest import OPENFIELD, require
 from dlc_train.synthetic import BODYPARTS, SyntheticSpec, generate_project
 

@@ -58,7 +58,7 @@ def _tiny_cfg(num_kpts: int = 3, num_animals: int = 2) -> dict:
         }},
     }
 from conftest import dlc3_file as _dlc3, reference_keys
-from variants import key_file_net_type, tiered
+from helpers.variants import key_file_net_type, tiered
 _reference_keys = reference_keys
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from dlc_train.config import make_pytorch_pose_config
 from dlc_train.models import PoseModel
-from variants import key_file_net_type, tiered
+from helpers.variants import key_file_net_type, tiered
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 KEYS_DIR = SHARED / "dlc3" / "state_dict_keys"

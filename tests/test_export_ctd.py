@@ -43,9 +43,9 @@ from dlc_train.config import (
 from dlc_train.data.dlcloader import DLCLoader
 from dlc_train.models.heads.rtmcc import RTMCCHead
 from dlc_train.models.loading import build_model_from_config
-from frames import textured_frames
-from onnx_graphs import export_graph_onnx
-from variants import tiered
+from helpers.frames import textured_frames
+from helpers.onnx_graphs import export_graph_onnx
+from helpers.variants import tiered
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c", "d"],
            "individuals": ["m1", "m2", "m3"], "uniquebodyparts": [], "project_path": "/tmp/none"}

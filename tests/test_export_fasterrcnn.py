@@ -19,12 +19,12 @@ import onnxruntime as ort
 from test_detectors import calibrate_fasterrcnn_scores
 
 from dlc_export.tasks.detector import DetectorGraph, build_detector, eager_detections, matched_iou
-from onnx_graphs import export_detector_onnx
+from helpers.onnx_graphs import export_detector_onnx
 from dlc_export.tensorrt_ops import check_tensorrt_operators
 from dlc_train.config import make_pytorch_pose_config, read_config_as_dict, write_config
 from dlc_train.config.detectors import detector_config
 from dlc_train.models.detectors import FasterRCNN, deeplabcut_detector_input
-from frames import textured_frames
+from helpers.frames import textured_frames
 
 VARIANTS = ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn_v2")
 #: Small-input settings (see the module docstring).

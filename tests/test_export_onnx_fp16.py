@@ -12,7 +12,7 @@ import pytest
 from dlc_export import export_bundle
 from dlc_runtime import BackendError, Bundle, make_backend
 from dlc_runtime.pipelines import make_pipeline
-from frames import textured_frames
+from helpers.frames import textured_frames
 from helpers.shuffles import write_shuffle
 
 pytestmark = pytest.mark.usefixtures("one_thread")

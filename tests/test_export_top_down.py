@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-
 from dlc_export.config_view import view_config
 from dlc_export.errors import ExportError
 from dlc_export.pipeline import export_bundle
@@ -27,10 +26,10 @@ from dlc_train.config import (
 from dlc_train.config.detectors import detector_config
 from dlc_export.wrappers import NormalizeFrames
 from dlc_train.models.loading import build_model_from_config, build_model_from_snapshot
-from frames import textured_frames
-from onnx_graphs import export_detector_onnx, export_graph_onnx
-from trained_like import train_heatmap_peaks
-from variants import tiered
+from helpers.frames import textured_frames
+from helpers.onnx_graphs import export_detector_onnx, export_graph_onnx
+from helpers.trained_like import train_heatmap_peaks
+from helpers.variants import tiered
 
 PROJECT = {"multianimalproject": True, "multianimalbodyparts": ["a", "b", "c"],
            "individuals": ["m1", "m2"], "uniquebodyparts": [], "project_path": "/tmp/none"}
@@ -368,7 +367,7 @@ def test_analyze_video_with_the_torch_backend(td_project, td_torch_bundle, tmp_p
 
 def peaked_pose_snapshot(train, dest, frames: np.ndarray):
     """A copy of the shuffle folder ``train`` whose pose snapshot has real heatmap peaks (see
-    ``trained_like``: with untrained weights one keypoint's two best cells differed by 2.5e-7,
+    ``helpers/trained_like.py``: with untrained weights one keypoint's two best cells differed by 2.5e-7,
     so fp16 picked the other one, 48 px away), trained on the crops the parity check takes."""
     shutil.copytree(train, dest)
     cfg = read_config_as_dict(dest / "pytorch_config.yaml")

@@ -32,7 +32,7 @@ from dlc_train.config import (
 from dlc_train.config.architectures import ARCHITECTURES
 from dlc_train.models import PoseModel
 from dlc_train.task import Task
-from variants import tiered
+from helpers.variants import tiered
 from helpers.shuffles import write_shuffle
 
 BODYPARTS = ["snout", "leftear", "rightear", "tail"]
@@ -48,7 +48,7 @@ HEAD_VARIANTS = {"dekr_w18": ("unique", "identity"),
                  "dlcrnet_stride16_ms5": ("unique", "identity")}
 
 
-# The fast tier exports each family's smallest member (tests/variants.py); the larger ones, with
+# The fast tier exports each family's smallest member (tests/helpers/variants.py); the larger ones, with
 # the same graph structure, are ``slow`` (up to 13 s each on 2 cores) and run in the full suite.
 
 

@@ -53,7 +53,7 @@ def _tiny_rtmpose_cfg(input_size=(64, 48), num_kpts: int = 3, widen: float = 0.1
                         "pos_enc": False}}},
     }
 from conftest import dlc3_file as _dlc3, reference_keys
-from variants import key_file_net_type, tiered
+from helpers.variants import key_file_net_type, tiered
 
 def _reference_keys(name: str) -> dict[str, tuple[int, ...]]:
     return dict(reference_keys(name))

@@ -15,7 +15,7 @@ from torch import nn
 from dlc_train.models import BACKBONES, PoseModel
 from dlc_train.models.backbones.hrnet import HRNet, UpsampleTo
 from conftest import dlc3_file as _dlc3, reference_keys
-from variants import key_file_net_type, tiered
+from helpers.variants import key_file_net_type, tiered
 _reference_keys = reference_keys
 
 

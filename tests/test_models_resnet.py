@@ -14,7 +14,7 @@ from dlc_train.models import BACKBONES, PoseModel
 from dlc_train.models.backbones.resnet import ResNet
 
 from conftest import dlc3_file as _dlc3, reference_keys
-from variants import key_file_net_type, tiered
+from helpers.variants import key_file_net_type, tiered
 _reference_keys = reference_keys
 
 DLC3 = Path(__file__).resolve().parents[1].parent / "shared" / "dlc3"

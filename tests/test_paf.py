@@ -20,7 +20,7 @@ from dlc_train.models.target_generators.paf_targets import (
     PartAffinityFieldGenerator,
     SequentialGenerator,
 )
-from variants import tiered
+from helpers.variants import tiered
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DLC3 = SHARED / "dlc3"

@@ -31,7 +31,7 @@ from dlc_runtime import BackendError, Bundle, analyze_video, make_backend
 from dlc_runtime.backends.torch_backend import TorchBackend
 from dlc_runtime.bundle import TensorSpec
 from helpers.shuffles import write_shuffle
-from trained_like import calibrate_batchnorm, train_heatmap_peaks
+from helpers.trained_like import calibrate_batchnorm, train_heatmap_peaks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -384,7 +384,7 @@ def test_fp16_with_a_letterboxed_network_size(exported, tmp_path):
 
     _, config_path, snapshot = exported
     frames = _frames(4, 64, 96, seed=1)
-    # Heatmaps with real peaks (see trained_like): the export decides the parity, not ties.
+    # Heatmaps with real peaks (see helpers/trained_like.py): the export decides the parity, not ties.
     model = build_model_from_snapshot(read_config_as_dict(config_path), snapshot)
     letterboxed = BottomUpSingleAnimal(model)
     letterboxed.normalize.letterbox = Letterbox((48, 48))

@@ -19,7 +19,7 @@ from dlc_train.config import available_net_types, make_pytorch_pose_config
 from dlc_train.config.architectures import ARCHITECTURES
 from dlc_train.models import PoseModel
 from dlc_train.models.heads.rtmcc import RTMCCHead
-from variants import tiered
+from helpers.variants import tiered
 
 BODYPARTS = ["a", "b", "c", "d"]
 INDIVIDUALS = ["i0", "i1"]
