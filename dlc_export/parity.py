@@ -21,15 +21,13 @@ DEFAULT_TOLERANCE_PX = 0.5
 #: counts as detected (plots, filtering).
 DEFAULT_PCUTOFF = 0.6
 
-#: Largest keypoint error (px) a reduced-precision artifact (torch fp16, TensorRT fp16/int8) may
-#: show against the fp32 PyTorch model, on the keypoints that model detects (likelihood >= the
-#: project's pcutoff), before the export fails. Half-precision heatmaps and locref move detected
-#: keypoints by fractions of a pixel (measured on the demo's trained resnet_tiny, fp16 torch
-#: artifact on the CPU: at most 0.91 px). Below pcutoff a heatmap is nearly flat and its two best
-#: cells can differ by less than fp16 resolution, so fp16 may pick another cell, far away
-#: (measured: 10.8 px on a keypoint of likelihood 0.34 behind a 128x128 letterbox): reported,
-#: not gated. int8 moves activations further. Bounds stated from the heatmap stride (8 px), not
-#: yet measured on a GPU.
+#: Largest keypoint error (px) a reduced-precision artifact (torch and ONNX fp16, TensorRT
+#: fp16/int8) may show against the fp32 PyTorch model, on the keypoints that model detects
+#: (likelihood >= the project's pcutoff), before the export fails. Half-precision heatmaps and
+#: locref move detected keypoints by fractions of a pixel; below pcutoff a heatmap is nearly flat
+#: and its two best cells can differ by less than fp16 resolution, so fp16 may pick another cell,
+#: far away: reported, not gated (figures: benchmarks/results/export_cpu*.json). int8 moves
+#: activations further. Bounds stated from the heatmap stride (8 px), not yet measured on a GPU.
 REDUCED_PRECISION_TOLERANCE_PX = {"fp16": 4.0, "int8": 8.0}
 
 
