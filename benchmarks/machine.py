@@ -1,34 +1,10 @@
-"""What machine and versions a benchmark ran on (recorded with every result)."""
+"""Saving a benchmark result with the machine it ran on (``dlc_runtime.benchmark.machine``)."""
 from __future__ import annotations
 
 import json
-import os
-import platform
-import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict:
-    versions = {}
-    for pkg in ("torch", "onnxruntime", "onnx", "opencv-python-headless", "numpy"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            versions[pkg] = None
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "gpu": None,
-            "python": platform.python_version(), "versions": versions,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+from dlc_runtime.benchmark.machine import machine_info
 
 
 def save_result(name: str, result: dict) -> Path:

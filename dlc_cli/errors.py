@@ -14,8 +14,8 @@ _USER_ERRORS = [
     ("dlc_train.data.project", "ProjectError"),
     ("dlc_train.models.loading", "SnapshotError"),
     ("dlc_train.runners.snapshots", "SnapshotError"),
-    ("dlc_export.onnx_export", "ExportError"),
-    ("dlc_export.parity", "ParityError"),
+    ("dlc_export.errors", "ExportError"),
+    ("dlc_export.errors", "ParityError"),
     ("dlc_runtime.errors", "DLCRuntimeError"),
 ]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from dlc_cli.errors import in_cli_words, one_line_errors
+from dlc_cli.options import parse_size
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict:
@@ -23,17 +24,6 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
         overrides[key.strip()] = safe_load_yaml(value)
     return overrides
-
-
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    """"480x640" -> (480, 640)."""
-    if not text:
-        return None
-    height, sep, width = text.lower().partition("x")
-    if not sep or not height.isdigit() or not width.isdigit():
-        raise click.BadParameter(f"expected HxW such as 480x640, got {text!r}",
-                                 param_hint="--input-size")
-    return int(height), int(width)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,7 +143,7 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
     if fmt in ("torch", "onnx") and precision == "int8":
         raise click.BadParameter(f"{fmt} artifacts are fp32 or fp16 (int8: --format tensorrt)",
                                  param_hint="--precision")
-    size = _parse_size(input_size)
+    size = parse_size(input_size)
     common = dict(frames=frames, tolerance_px=tolerance,
                   allow_parity_failure=allow_parity_failure, device=device,
                   onnx_precisions=(precision,) if fmt == "onnx" and precision != "fp32"
@@ -232,6 +222,14 @@ def demo(output, overwrite, seed, epochs):
 
     run_demo(output, seed=seed, epochs=epochs, echo=click.echo, overwrite=overwrite)
 
+
+def _add_commands() -> None:
+    from dlc_cli.benchmark import benchmark
+
+    cli.add_command(benchmark)
+
+
+_add_commands()
 
 if __name__ == "__main__":
     cli()
