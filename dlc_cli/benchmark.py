@@ -33,10 +33,17 @@ from dlc_cli.options import parse_size
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for benchmark.json/.md/.png (default: <bundle>-benchmark).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG (no matplotlib needed).")
+@click.option("--baseline", is_flag=True,
+              help="Also run a DeepLabCut-3-style pipeline on the same weights (OpenCV decode in "
+                   "the loop, float pre-processing on the CPU, eager PyTorch, predictor on the "
+                   "host) and print the speed-up; single-animal bottom-up bundles.")
+@click.option("--baseline-snapshot", type=click.Path(path_type=Path), default=None,
+              help="The snapshot for --baseline (default: the one the manifest names).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
 def benchmark(bundle, video, backends, precisions, batch_sizes, device, repeats, warmup,
-              max_frames, synthetic, synthetic_frames, out_dir, no_plots, no_progress):
+              max_frames, synthetic, synthetic_frames, out_dir, no_plots, baseline,
+              baseline_snapshot, no_progress):
     """Frames/s end to end and engine only, stage latencies and peak memory of a bundle,
     per backend, precision and batch size (VIDEO: default a synthetic one)."""
     from tqdm import tqdm
@@ -60,6 +67,35 @@ def benchmark(bundle, video, backends, precisions, batch_sizes, device, repeats,
                                batch_sizes=tuple(batch_sizes), device=device, repeats=repeats,
                                warmup=warmup, max_frames=max_frames,
                                on_row=lambda row: bar.update(1))
+    if baseline:
+        report.baseline = run_baseline(bundle, video, report, baseline_snapshot, device,
+                                       max(batch_sizes), warmup, max_frames)
     written = write_outputs(report, out_dir, plots=not no_plots)
     click.echo(written["markdown"].read_text(encoding="utf-8"))
     click.echo(f"written to {', '.join(str(p) for p in written.values())}")
+
+
+def run_baseline(bundle, video: Path, report, snapshot: Path | None, device: str,
+                 batch_size: int, warmup: int, max_frames: int | None) -> dict:
+    """The DeepLabCut-style pipeline's frames/s and how far its keypoints are from the
+    bundle's on the same frames."""
+    import numpy as np
+
+    from dlc_train.apis.eager_analysis import EagerAnalysis
+    from dlc_runtime.benchmark.runner import bundle_keypoints
+
+    snapshot = snapshot or bundle.manifest.source.get("snapshot")
+    if not snapshot or not Path(snapshot).is_file():
+        raise click.BadParameter(f"the manifest's snapshot {snapshot} is not here; pass "
+                                 "--baseline-snapshot", param_hint="--baseline")
+    try:
+        eager = EagerAnalysis(bundle.path / "pytorch_config.yaml", snapshot, device, batch_size)
+        keypoints, fps = eager.run(video, max_frames=max_frames, warmup_batches=max(warmup, 1))
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--baseline") from None
+    ours = bundle_keypoints(bundle, video, len(keypoints), device=device)
+    gap = np.linalg.norm(keypoints[..., :2] - ours[..., :2], axis=-1)
+    best = max(row.fps_median for row in report.rows)
+    return {"fps": round(fps, 2), "batch_size": batch_size, "speedup": round(best / fps, 2),
+            "max_px_vs_bundle": round(float(np.nanmax(gap)), 4),
+            "frames_compared": int(len(keypoints))}

@@ -8,3 +8,7 @@ class ExportError(RuntimeError):
 
 class ParityError(RuntimeError):
     """An artifact's keypoints are further from PyTorch's than its gate allows."""
+
+
+class TensorRTBuildError(ExportError):
+    """The engine could not be built (TensorRT missing, parser errors, bad profiles...)."""

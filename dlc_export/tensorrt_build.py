@@ -4,15 +4,23 @@ TensorRT is imported lazily: this module imports on machines without it, and ask
 engine there fails with one line that says what to install. The profiles an engine is built for
 and its fingerprint come from ``dlc_export.tensorrt_profiles`` (pure, no TensorRT).
 
-Written against the TensorRT Python API of 8.5 to 10.x:
+Written against the TensorRT Python API of 8.5 to 11.x:
 - ``builder.create_network``: TensorRT 10 only has explicit batch (the EXPLICIT_BATCH flag is
   deprecated and ignored); 8.x needs the flag.
 - ``config.set_memory_pool_limit(WORKSPACE, ...)`` (8.4+) instead of ``max_workspace_size``.
 - ``builder.build_serialized_network`` (``build_engine`` is gone in 10).
-- INT8 uses implicit quantization with an ``IInt8EntropyCalibrator2`` fed with real frames; it
-  is deprecated from TensorRT 10.1 in favour of explicit Q/DQ graphs, but still builds.
-- TensorRT 11 removed weak typing (the FP16/INT8 builder flags and calibrators; networks are
-  strongly typed): there only fp32 builds from our fp32 graphs; fp16/int8 say so in one line.
+- 8.5-10.x (weakly typed): fp16 is the fp32 graph with ``BuilderFlag.FP16``; INT8 uses implicit
+  quantization with an ``IInt8EntropyCalibrator2`` fed with real frames
+  (``dlc_export.tensorrt_calibration``; deprecated from 10.1 in favour of Q/DQ graphs, but it
+  still builds).
+- 11.x removed weak typing (no FP16/INT8 builder flags, calibrators, ``platform_has_fast_fp16``
+  or EXPLICIT_BATCH; :func:`strongly_typed_only`): networks are created STRONGLY_TYPED and take
+  their precision from the graph, so fp16 builds from the graph's fp16 ONNX variant
+  (``<graph>.fp16.onnx``, which the export then also writes and checks) and int8 is refused in
+  one line (dlc-deploy writes no Q/DQ graphs yet).
+- Every build is verified: the engine's layers (engine inspector, ``DETAILED`` profiling
+  verbosity) must include half (fp16) or int8 ones; where the inspector is missing the check is
+  skipped with a log line.
 
 Typical use (what ``dlc export --format tensorrt`` runs)::
 
@@ -22,7 +30,9 @@ Typical use (what ``dlc export --format tensorrt`` runs)::
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
+import re
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from dlc_export.errors import ExportError
+from dlc_export.errors import TensorRTBuildError
+from dlc_export.tensorrt_calibration import calibration_frames_from_videos, make_calibrator
 from dlc_export.tensorrt_ops import check_tensorrt_operators
 from dlc_export.tensorrt_profiles import (ProfileError, default_profiles, engine_fingerprint,
                                           normalize_profiles)
@@ -47,10 +58,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_NAME = "pose.engine"
 
 
-class TensorRTBuildError(ExportError):
-    """The engine could not be built (TensorRT missing, parser errors, bad profiles...)."""
-
-
 def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or :class:`TensorRTBuildError` with the install hint."""
     try:
@@ -58,6 +65,24 @@ def import_tensorrt() -> Any:
     except ImportError:  # also the placeholder wheel PyPI serves without the NVIDIA index
         raise TensorRTBuildError(TENSORRT_MISSING) from None
     return tensorrt
+
+
+def refuse_strongly_typed_int8(trt: Any) -> None:
+    """TensorRT 11 removed calibrators: int8 must be Q/DQ nodes in the ONNX graph."""
+    raise TensorRTBuildError(
+        f"TensorRT {trt.__version__} builds int8 only from Q/DQ ONNX graphs, which dlc-deploy "
+        "does not write yet: use fp16, or pip install 'tensorrt>=8.5,<11' to calibrate")
+
+
+def strongly_typed_only(trt: Any = None) -> bool:
+    """Whether ``trt`` (default: the installed TensorRT) builds only strongly typed networks
+    (11.x: no ``BuilderFlag.FP16``). False where TensorRT is missing."""
+    if trt is None:
+        try:
+            trt = import_tensorrt()
+        except TensorRTBuildError:
+            return False
+    return not hasattr(trt.BuilderFlag, "FP16")
 
 
 @contextmanager
@@ -68,79 +93,6 @@ def _as_build_error() -> Iterator[None]:
         yield
     except (ProfileError, BackendError) as err:
         raise TensorRTBuildError(str(err)) from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Calibration
-# ----------------------------------------------------------------------------------------------
-
-
-def calibration_frames_from_videos(videos: Sequence[str | os.PathLike[str]],
-                                   count: int = 64) -> np.ndarray:
-    """``count`` frames spread over ``videos`` (all the same size), for INT8 calibration."""
-    from dlc_export.frames import frames_from_video
-
-    if not videos:
-        raise TensorRTBuildError("int8 calibration needs at least one video")
-    per_video = max(1, -(-count // len(videos)))
-    frames = [frames_from_video(v, per_video) for v in videos]
-    sizes = {f.shape[1:3] for f in frames}
-    if len(sizes) > 1:
-        raise TensorRTBuildError(f"calibration videos differ in frame size {sorted(sizes)}; "
-                                 "calibrate with videos of one size")
-    return np.concatenate(frames)[:count]
-
-
-def _make_calibrator(trt: Any, frames: np.ndarray, batch_size: int, input_name: str,
-                     cache_path: Path | None,
-                     extra: dict[str, np.ndarray] | None = None) -> Any:
-    """An IInt8EntropyCalibrator2 over uint8 frames (and the graph's further inputs, e.g.
-    boxes, one row per frame), uploaded with cuda-python."""
-    from dlc_runtime.backends.tensorrt_backend import DeviceBuffer, cuda_call, cuda_runtime
-
-    rt = cuda_runtime()
-
-    class FrameCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.inputs = {input_name: np.ascontiguousarray(frames),
-                           **{k: np.ascontiguousarray(v) for k, v in (extra or {}).items()}}
-            self.batch_size = batch_size
-            self.position = 0
-            self.buffers = {name: DeviceBuffer() for name in self.inputs}
-            for name, data in self.inputs.items():
-                self.buffers[name].ensure(data[:batch_size].nbytes)
-
-        def get_batch_size(self) -> int:
-            return self.batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.position + self.batch_size > len(self.inputs[input_name]):
-                return None  # TensorRT's signal that calibration data is exhausted
-            for name, data in self.inputs.items():
-                batch = data[self.position:self.position + self.batch_size]
-                cuda_call(rt.cudaMemcpy(self.buffers[name].ptr, batch.ctypes.data, batch.nbytes,
-                                        rt.cudaMemcpyKind.cudaMemcpyHostToDevice), "upload")
-            self.position += self.batch_size
-            return [self.buffers[n].ptr if n in self.buffers else 0 for n in names]
-
-        def read_calibration_cache(self) -> bytes | None:
-            if cache_path is not None and cache_path.is_file():
-                return cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            if cache_path is not None:
-                atomic_write_bytes(cache_path, bytes(cache))
-
-        def __del__(self) -> None:
-            try:
-                for buffer in self.buffers.values():
-                    buffer.free()
-            except Exception:  # interpreter shutdown: the driver frees it anyway
-                pass
-
-    return FrameCalibrator()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,10 +124,12 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     """Parses ``onnx_path`` with TensorRT and writes the serialized engine to ``engine_path``.
 
     Args:
-        onnx_path: the bundle's graph.
+        onnx_path: the bundle's graph; on TensorRT 11 (strongly typed) its precision is the
+            engine's, so fp16 needs the graph's fp16 variant (``<graph>.fp16.onnx``).
         engine_path: where the engine goes (written atomically).
         precision: "fp32" (TF32 off, so it matches ONNX Runtime), "fp16" or "int8" (with FP16
-            fallback for layers INT8 does not cover).
+            fallback for layers INT8 does not cover; TensorRT 8.5-10.x only). The built engine
+            must have half (int8) layers, see :func:`check_engine_precision`.
         profiles: optimization profiles for the (B, H, W, 3) input, see
             :func:`dlc_export.tensorrt_profiles.normalize_profiles`.
         timing_cache_path: a timing cache to load and update; the second build on the same GPU
@@ -191,6 +145,10 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         raise TensorRTBuildError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     with _as_build_error():
         profiles = normalize_profiles(profiles)
+    trt = import_tensorrt()
+    strongly_typed = strongly_typed_only(trt)
+    if precision == "int8" and strongly_typed:
+        refuse_strongly_typed_int8(trt)
     if precision == "int8":
         if calibration_frames is None or len(calibration_frames) == 0:
             raise TensorRTBuildError("int8 needs calibration frames from your videos "
@@ -198,14 +156,6 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         if calibration_frames.dtype != np.uint8 or calibration_frames.ndim != 4:
             raise TensorRTBuildError(f"calibration frames must be uint8 (N, H, W, 3), got "
                                      f"{calibration_frames.dtype} {calibration_frames.shape}")
-    trt = import_tensorrt()
-    if precision != "fp32" and not hasattr(trt.BuilderFlag, "FP16"):
-        # TensorRT 11 removed weak typing (FP16/INT8 builder flags, calibrators): reduced
-        # precision must already be in the ONNX graph (ModelOpt AutoCast / Q/DQ nodes).
-        raise TensorRTBuildError(
-            f"TensorRT {trt.__version__} builds only strongly typed networks, so {precision} "
-            "needs a mixed-precision ONNX graph, which dlc-deploy does not write yet: use "
-            "precision='fp32' or pip install 'tensorrt>=8.5,<11'")
     from dlc_runtime.backends.tensorrt_backend import cuda_call, cuda_runtime
 
     with _as_build_error():
@@ -217,7 +167,9 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     builder = trt.Builder(logger)
     major = int(trt.__version__.split(".")[0])
     flags = 0
-    if major < 10:
+    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    elif major < 10:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -236,8 +188,10 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
         # TF32 is on by default on Ampere+; it changes conv results by ~1e-3, enough to move an
         # argmax on a flat heatmap. fp32 means "matches ONNX Runtime"; fp16 is the fast mode.
         config.clear_flag(trt.BuilderFlag.TF32)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
+    if precision in ("fp16", "int8") and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)  # 11.x: the fp16 graph's own types instead
+    if hasattr(trt, "ProfilingVerbosity"):  # layer precisions in the engine inspector
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     # Frames first (as exported); further inputs (boxes) take their shapes from the profile.
     input_name = network.get_input(0).name
     others = [network.get_input(i).name for i in range(1, network.num_inputs)]
@@ -271,7 +225,7 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
             sub = (batch, *data.shape[1:])
             calib_profile.set_shape(name, sub, sub, sub)
         config.set_calibration_profile(calib_profile)
-        calibrator = _make_calibrator(
+        calibrator = make_calibrator(
             trt, calibration_frames, batch, input_name,
             Path(calibration_cache_path) if calibration_cache_path else None, extra)
         config.int8_calibrator = calibrator
@@ -289,12 +243,58 @@ def build_engine(onnx_path: str | os.PathLike[str], engine_path: str | os.PathLi
     if serialized is None:
         raise TensorRTBuildError(f"TensorRT {trt.__version__} could not build an engine from "
                                  f"{onnx_path} ({precision}); see its log above")
+    check_engine_precision(trt, logger, serialized, precision, onnx_path)
     engine_path = Path(engine_path)
     atomic_write_bytes(engine_path, bytes(serialized))
     if cache_path is not None:
         atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     del calibrator
     return engine_path
+
+
+_TYPES = {"fp16": re.compile(r"FP16|HALF"), "int8": re.compile(r"(?<!U)INT8")}
+
+
+def engine_layer_types(trt: Any, logger: Any, serialized: Any) -> set[str] | None:
+    """The precisions ("fp16", "int8", "other"; "opaque": a fused Myelin layer) of the built
+    engine's layer tensors, from its engine inspector; None where the inspector or the layer
+    details are unavailable."""
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    if engine is None or not hasattr(engine, "create_engine_inspector") or \
+            not hasattr(trt, "LayerInformationFormat"):
+        return None
+    info = json.loads(engine.create_engine_inspector().get_engine_information(
+        trt.LayerInformationFormat.JSON))
+    layers = info.get("Layers", []) if isinstance(info, dict) else []
+    if not layers or not all(isinstance(layer, dict) for layer in layers):
+        return None  # names only: built without DETAILED profiling verbosity
+    found = set()
+    for layer in layers:
+        if layer.get("LayerType") == "Myelin" or "ForeignNode" in str(layer.get("Name")):
+            found.add("opaque")  # fused subgraph: its inner tensors' types are not listed
+        for tensor in [*layer.get("Inputs", []), *layer.get("Outputs", [])]:
+            text = str(tensor.get("Format/Datatype", "")).upper()
+            found |= {k for k, pattern in _TYPES.items() if pattern.search(text)} or {"other"}
+    return found
+
+
+def check_engine_precision(trt: Any, logger: Any, serialized: Any, precision: str,
+                           onnx_path: str | os.PathLike[str]) -> None:
+    """Raises :class:`TensorRTBuildError` where an fp16 (int8) request gave an engine without
+    one half (int8) layer; skipped with a log line where the inspector cannot tell."""
+    if precision == "fp32":
+        return
+    found = engine_layer_types(trt, logger, serialized)
+    if found is None:
+        log.info("TensorRT %s: no engine inspector details; the %s engine's layer precisions "
+                 "are not checked", trt.__version__, precision)
+    elif precision not in found and "opaque" in found:
+        log.info("TensorRT %s: no %s tensor at the boundaries of the engine's fused (Myelin) "
+                 "layers; their inner precision is not checked", trt.__version__, precision)
+    elif precision not in found:
+        raise TensorRTBuildError(
+            f"TensorRT {trt.__version__} built an engine from {onnx_path} with no {precision} "
+            f"layer (found: {', '.join(sorted(found))}) although {precision} was asked for")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,6 +306,7 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
                     frame_size: tuple[int, int] | None = None,
                     profiles: Sequence[dict[str, Sequence[int]]] | None = None,
                     engine_name: str = ENGINE_NAME, graph: str = "pose",
+                    onnx_graph: str | None = None,
                     timing_cache_path: str | os.PathLike[str] | None = None,
                     calibration_frames: np.ndarray | None = None,
                     calibration_inputs: dict[str, np.ndarray] | None = None,
@@ -321,7 +322,10 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
             taken from ``calibration_frames``).
         profiles: explicit profiles instead of the one derived from the manifest.
         engine_name: file name inside the bundle.
-        graph: which graph of the manifest to build.
+        graph: which graph of the manifest the engine runs (its entry's ``graph``).
+        onnx_graph: the manifest graph it is built from, when not ``graph`` itself: TensorRT
+            11's fp16 engines build from the fp16 variant (``pose_onnx_fp16``); the entry's
+            ``graph_sha256`` is that graph's.
         timing_cache_path, calibration_frames, calibration_inputs, workspace_gb,
             device_index: see :func:`build_engine`.
 
@@ -329,7 +333,8 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
         The manifest ``engines`` entry (pass it to :func:`add_engine_to_bundle`).
     """
     bundle = Bundle.load(bundle_dir)
-    onnx_path = bundle.graph_path(graph)
+    source = onnx_graph or graph
+    onnx_path = bundle.graph_path(source)
     check_tensorrt_operators(onnx_path)  # fast, and a clearer message than the parser's
     if profiles is None and frame_size is None and calibration_frames is not None:
         frame_size = tuple(calibration_frames.shape[1:3])
@@ -355,7 +360,7 @@ def export_tensorrt(bundle_dir: str | os.PathLike[str], *, precision: str = "fp1
         "graph": graph,
         **fingerprint,
         "sha256": sha256_file(engine_path),
-        "graph_sha256": bundle.graph(graph).sha256,
+        "graph_sha256": bundle.graph(source).sha256,
         "built": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
     log.info("TensorRT engine %s built for %s (%s)", engine_path, entry["gpu_name"], precision)
@@ -376,4 +381,4 @@ def with_engine(engines: list[dict[str, Any]], entry: dict[str, Any]) -> list[di
 
 __all__ = ["TENSORRT_MISSING", "PRECISIONS", "ENGINE_NAME", "TensorRTBuildError",
            "add_engine_to_bundle", "build_engine", "calibration_frames_from_videos",
-           "export_tensorrt", "with_engine"]
+           "check_engine_precision", "export_tensorrt", "strongly_typed_only", "with_engine"]

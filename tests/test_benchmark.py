@@ -88,3 +88,33 @@ def test_cli_benchmark_bad_inputs_are_one_line(tiny, tmp_path):
     res = invoke(["benchmark", bundle, video, "--batch-size", "32", "--warmup", "2",
                   "--out", tmp_path / "y", "--no-plots", "--no-progress"])
     assert res.exit_code == 1 and "fewer than 3 batches of 32 frames" in one_error_line(res)
+
+
+def test_baseline_agrees_with_the_bundle_and_reports_the_speedup(tiny, tmp_path):
+    """--baseline: the DeepLabCut-style pipeline on the same weights gives the bundle's
+    keypoints (within 0.5 px) and a speed-up figure computed from the rows."""
+    bundle, video = tiny
+    res = invoke(["benchmark", bundle, video, "--batch-size", "4", "--repeats", "1",
+                  "--warmup", "1", "--out", tmp_path / "b", "--no-plots", "--no-progress",
+                  "--baseline"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    base = data["baseline"]
+    assert base["frames_compared"] == 40 and base["max_px_vs_bundle"] <= 0.5
+    assert base["fps"] > 0 and base["speedup"] == pytest.approx(
+        data["rows"][0]["fps_median"] / base["fps"], rel=0.01)
+    assert "DeepLabCut-style baseline" in (tmp_path / "b" / "benchmark.md").read_text()
+
+
+def test_baseline_refuses_what_it_does_not_cover(tmp_path):
+    """Multi-animal bundles have no DeepLabCut-style baseline yet: one line, exit 2."""
+    shuffle = write_shuffle(tmp_path / "train", {
+        "multianimalproject": True, "multianimalbodyparts": ["a", "b"],
+        "individuals": ["m1", "m2"], "uniquebodyparts": []})
+    bundle = export_bundle(shuffle.config_path, shuffle.snapshot, tmp_path / "ma.bundle",
+                           frames=textured_frames(2, 64, 64), simplify=False).bundle_dir
+    video = write_synthetic_video(tmp_path / "v.mp4", n_frames=12, width=64, height=64)
+    res = invoke(["benchmark", bundle, video, "--batch-size", "4", "--repeats", "1",
+                  "--warmup", "1", "--out", tmp_path / "b", "--no-plots", "--no-progress",
+                  "--baseline"])
+    assert res.exit_code == 2 and "single-animal bottom-up" in res.output

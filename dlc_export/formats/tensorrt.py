@@ -4,7 +4,10 @@ this machine's GPU and recorded in the manifest's ``engines`` with their fingerp
 TensorRT is imported only when an engine is built (``dlc_export.tensorrt_build``). Engines are
 built for one frame size (the task's ``engine_frame_size``); the check resizes the parity frames
 to it (both sides see the same frames, so the comparison stays exact). int8 calibrates on the
-given videos, with the task's calibration data for the graphs' further inputs.
+given videos, with the task's calibration data for the graphs' further inputs (TensorRT
+8.5-10.x). On TensorRT 11 (strongly typed networks) an fp16 engine is built from the graph's fp16
+ONNX variant (``<graph>.fp16.onnx``, written before by ``OnnxFormat("fp16")``, see
+``formats_for``); graphs without a half network (detectors) build an fp32 engine there.
 """
 from __future__ import annotations
 
@@ -36,17 +39,28 @@ class TensorRTFormat(ArtifactFormat):
         return "cuda"
 
     def write(self, ctx: ExportContext) -> None:
-        from dlc_export.tensorrt_build import calibration_frames_from_videos, export_tensorrt
+        from dlc_export.tensorrt_build import (calibration_frames_from_videos, export_tensorrt,
+                                               import_tensorrt, refuse_strongly_typed_int8,
+                                               strongly_typed_only)
+        from dlc_runtime.backends.onnxruntime_backend import onnx_graph_name
+
+        strongly_typed = strongly_typed_only()
+        if strongly_typed and self.precision == "int8":
+            refuse_strongly_typed_int8(import_tensorrt())  # before reading any video
 
         frames = calibration_frames_from_videos(ctx.options.calibration_videos) \
             if self.precision == "int8" else None
         further = ctx.task.calibration_inputs(ctx, frames) if frames is not None else {}
         ctx.save_manifest()  # the builder reads the ONNX graphs from the staged bundle
         TIMING_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        for name in ctx.task.graphs:
-            entry = export_tensorrt(ctx.staging, precision=self.precision,
+        for name, graph in ctx.task.graphs.items():
+            precision, source = self.precision, name
+            if strongly_typed:  # the graph's types are the engine's
+                precision = self.artifact_precision(graph)
+                source = onnx_graph_name(name, precision) if precision == "fp16" else name
+            entry = export_tensorrt(ctx.staging, precision=precision,
                                     frame_size=ctx.task.engine_frame_size(ctx),
-                                    engine_name=f"{name}.engine", graph=name,
+                                    engine_name=f"{name}.engine", graph=name, onnx_graph=source,
                                     timing_cache_path=TIMING_CACHE, calibration_frames=frames,
                                     calibration_inputs=further.get(name))
             self._record(ctx, entry)

@@ -28,6 +28,13 @@ def markdown_table(report: BenchmarkReport) -> str:
                  " ".join(f"{v:.1f}" for v in row.fps_runs), f"{row.engine_fps:.1f}",
                  f"{row.efficiency:.2f}", *stages, f"{row.peak_rss_mb:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if report.baseline:
+        base = report.baseline
+        lines += ["", f"DeepLabCut-style baseline (OpenCV decode in the loop, float "
+                      f"pre-processing on the CPU, eager PyTorch, predictor on the host), batch "
+                      f"{base['batch_size']}: {base['fps']:.1f} frames/s; the best row above is "
+                      f"x{base['speedup']:.2f}; keypoints within {base['max_px_vs_bundle']:.3f} "
+                      f"px of the bundle's on {base['frames_compared']} frames."]
     return "\n".join(lines) + "\n"
 
 

@@ -54,6 +54,9 @@ class BenchmarkReport:
     video_size: tuple[int, int]  # (height, width)
     rows: list[BenchmarkRow] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
+    #: the DeepLabCut-style pipeline on the same weights (``dlc benchmark --baseline``):
+    #: {"fps", "batch_size", "speedup", "max_px_vs_bundle", "frames_compared"}.
+    baseline: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +135,26 @@ def engine_only(bundle: Bundle, frames: np.ndarray, backend: str, device: str,
         for _ in range(calls):
             engine.run(frames)
         return calls * len(frames) / (time.perf_counter() - start)
+
+
+def bundle_keypoints(bundle: Bundle, video: Path, n_frames: int, backend: str = "onnxruntime",
+                     device: str = "cpu", batch_size: int = 8) -> np.ndarray:
+    """The pipeline's keypoints (N, M, K, 3) of the first ``n_frames`` frames."""
+    engine = make_backend(bundle, backend, device, **_options(bundle, None))
+    pipeline = make_pipeline(bundle, engine)
+    out = []
+    try:
+        with VideoIterator(video, batch_size=batch_size) as frames:
+            for _, batch in frames:
+                out.append(pipeline(batch).keypoints)
+                if sum(len(k) for k in out) >= n_frames:
+                    break
+    finally:
+        close = getattr(pipeline, "close", None)
+        if close is not None:
+            close()
+        engine.close()
+    return np.concatenate(out)[:n_frames]
 
 
 def first_batch(video: Path, batch_size: int) -> np.ndarray:
