@@ -26,13 +26,13 @@ if [ $DRY = 1 ]; then
   BATCHES="--batch-size 1 --batch-size 4"; FRAMES="--frames 16 --synthetic-frames 32 --repeats 1"
   SIZE=96x128; DRYFLAG=--dry-run
   log "gpu tests (collected only on the CPU)"
-  timeout 120 python -m pytest -m gpu -q -p no:cacheprovider --co > "$OUT/pytest_gpu.txt" 2>&1
+  timeout 120 python -m pytest -o addopts=-ra -m gpu -q -p no:cacheprovider --co > "$OUT/pytest_gpu.txt" 2>&1
 else
   DEVICE=cuda; BACKENDS="--backend torch"; PRECISIONS="--precision fp16 --precision fp32"
   BATCHES="--batch-size 1 --batch-size 8 --batch-size 32 --batch-size 64"
   FRAMES="--frames 512 --synthetic-frames 640 --repeats 3"; SIZE=480x640; DRYFLAG=""
   log "gpu tests"
-  timeout 180 python -m pytest -m gpu -q -p no:cacheprovider -rs > "$OUT/pytest_gpu.txt" 2>&1
+  timeout 180 python -m pytest -o addopts=-ra -m gpu -q -p no:cacheprovider -rs > "$OUT/pytest_gpu.txt" 2>&1
 fi
 log "pytest -m gpu exit $? (see pytest_gpu.txt)"
 
