@@ -67,3 +67,4 @@ def test_fp16_graph_is_asked_for_by_name(tmp_path):
         make_backend(Bundle.load(result.bundle_dir), "onnxruntime", precision="fp16")
     with pytest.raises(BackendError, match="unknown ONNX precision 'int8'"):
         make_backend(Bundle.load(result.bundle_dir), "onnxruntime", precision="int8")
+
