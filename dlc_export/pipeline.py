@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlc_export.context import ExportContext
 from dlc_export.formats import ArtifactFormat, formats_for
 from dlc_export.manifest_builder import CONFIG_FILE, build_manifest
 from dlc_export.options import ExportOptions
 from dlc_export.parity import ParityReport, enforce
 from dlc_export.source import resolve_source
 from dlc_export.tasks import make_task
+from dlc_export.tasks.base import ExportContext
 from dlc_io import staged_folder
 from dlc_runtime.bundle import Manifest, is_bundle_folder
 from dlc_train.config import write_config

@@ -10,7 +10,7 @@ MAX_LINES = 400
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts  # every package is a sibling
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -20,13 +20,14 @@ def _is_type_checking(node: ast.If) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _imports(tree: ast.AST, modules: set[str]) -> set[str]:
-    """dlc_export modules imported anywhere in ``tree`` (function bodies too: a lazy import
-    still ties the two modules together), except under ``if TYPE_CHECKING:``."""
+def _imports(tree: ast.AST, modules: set[str], type_only: bool = False) -> set[str]:
+    """Package modules imported anywhere in ``tree`` (function bodies too: a lazy import
+    still ties the two modules together); under ``if TYPE_CHECKING:`` only with
+    ``type_only``."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_only:
             for child in node.orelse:
                 visit(child)
             return
@@ -46,11 +47,11 @@ def _imports(tree: ast.AST, modules: set[str]) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+def import_graph(package: Path = PACKAGE, type_only: bool = False) -> dict[str, set[str]]:
+    paths = {_module_name(p): p for p in package.rglob("*.py")}
     modules = set(paths)
-    return {name: _imports(ast.parse(path.read_text(encoding="utf-8")), modules) - {name}
-            for name, path in paths.items()}
+    return {name: _imports(ast.parse(path.read_text(encoding="utf-8")), modules, type_only)
+            - {name} for name, path in paths.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -90,6 +91,14 @@ def test_dlc_export_has_no_import_cycle():
     cycle = find_cycle(graph)
     assert cycle is None, "dlc_export modules import each other in a circle: " + \
         " -> ".join(cycle)
+
+
+def test_no_cycle_even_through_type_only_imports():
+    """Annotations too go one way (formats -> tasks, not back), in dlc_export and in the
+    runtime (packages register their modules from __init__; the modules never import it)."""
+    for package in (PACKAGE, PACKAGE.parent / "dlc_runtime"):
+        cycle = find_cycle(import_graph(package, type_only=True))
+        assert cycle is None, " -> ".join(cycle)
 
 
 def test_no_dlc_export_module_is_over_400_lines():

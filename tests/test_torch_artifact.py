@@ -222,7 +222,7 @@ class _ShapeBranchTask(ExportTask):
 def _toy_torch_export(out: Path, **options) -> None:
     from types import SimpleNamespace
 
-    from dlc_export.context import ExportContext
+    from dlc_export.tasks.base import ExportContext
     from dlc_export.formats import TorchFormat
     from dlc_export.manifest_builder import build_manifest
     from dlc_export.pipeline import check_artifacts, staged_bundle

@@ -16,7 +16,7 @@ from dlc_runtime.backends import make_backend
 from dlc_runtime.bundle import GraphSpec, Manifest, TensorSpec
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
+    from dlc_export.tasks.base import ExportContext
     from dlc_export.tasks.base import ExportGraph
     from dlc_runtime.backends import Backend
 

@@ -20,7 +20,7 @@ from dlc_export.onnx_export import export_onnx
 from dlc_runtime.backends.onnxruntime_backend import onnx_graph_name
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
+    from dlc_export.tasks.base import ExportContext
 
 
 class OnnxFormat(ArtifactFormat):

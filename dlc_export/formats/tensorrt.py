@@ -20,7 +20,7 @@ import numpy as np
 from dlc_export.formats.base import ArtifactFormat
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
+    from dlc_export.tasks.base import ExportContext
     from dlc_runtime.bundle import Manifest
 
 #: Shared by every build on this machine: TensorRT reuses kernel timings across engines.

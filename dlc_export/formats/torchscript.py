@@ -20,7 +20,7 @@ from dlc_export.torch_artifact import save_torch_artifact, torch_artifact_file
 from dlc_runtime.backends.torch_backend import torch_graph_name
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
+    from dlc_export.tasks.base import ExportContext
 
 
 class TorchFormat(ArtifactFormat):

@@ -7,22 +7,64 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 from torch import nn
 
 from dlc_export.half import half_precision
-from dlc_export.parity import ParityReport, parity_report
-from dlc_runtime.bundle import TensorSpec
+from dlc_export.options import ExportOptions
+from dlc_export.parity import ParityGate, ParityReport, parity_report
+from dlc_export.source import ExportSource
+from dlc_runtime.bundle import Bundle, Manifest, TensorSpec, write_manifest
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
-    from dlc_export.formats.base import ArtifactFormat
     from dlc_runtime.backends import Backend
 
 #: The frames input every graph takes first: uint8 NHWC RGB, any batch and frame size.
 FRAMES = TensorSpec("images", "uint8", ["batch", "height", "width", 3])
+
+
+@dataclass
+class ExportContext:
+    """The staging folder (renamed onto the output only when everything passed), the task,
+    where it came from, the options, and the manifest the formats add their artifacts to."""
+
+    staging: Path
+    task: ExportTask
+    source: ExportSource
+    options: ExportOptions
+    manifest: Manifest
+    #: ``export_nested(config, snapshot, output, options) -> ExportResult``: the pipeline
+    #: itself, for a bundle inside this one (CTD's conditions bundle).
+    export_nested: Callable[..., Any] | None = None
+
+    def save_manifest(self) -> None:
+        """Writes the manifest (and fills its entries' sha256)."""
+        write_manifest(self.staging, self.manifest)
+
+    def bundle(self) -> Bundle:
+        """The staged bundle as the runtime loads it."""
+        return Bundle.load(self.staging)
+
+    def gate(self, precision: str) -> ParityGate:
+        return ParityGate.for_precision(precision, self.options.tolerance_px,
+                                        self.source.pcutoff)
+
+
+class ArtifactFormat(Protocol):
+    """What a task sees of a format (``dlc_export/formats/base.py`` implements it; formats
+    depend on tasks, never the other way round)."""
+
+    precision: str
+
+    @property
+    def report_file(self) -> str: ...
+
+    def backend_label(self, ctx: ExportContext) -> str: ...
+
+    def link(self, ctx: ExportContext, nested: Manifest, folder: str, as_graph: str) -> None: ...
 
 
 @dataclass

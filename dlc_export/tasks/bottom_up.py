@@ -15,7 +15,8 @@ from dlc_export.source import ExportSource
 from dlc_export.tasks.dekr import build as build_dekr
 from dlc_export.tasks.heatmap import build as build_heatmap
 from dlc_export.tasks.paf import build as build_paf
-from dlc_export.tasks.base import FRAMES, ExportGraph, ExportTask, TaskManifest
+from dlc_export.tasks.base import (FRAMES, ArtifactFormat, ExportContext, ExportGraph, ExportTask,
+                                   TaskManifest)
 from dlc_export.tasks.bottom_up_plan import BottomUpPlan
 from dlc_export.wrappers import Letterbox
 from dlc_runtime.pipelines import make_pipeline
@@ -23,8 +24,6 @@ from dlc_train.models.loading import build_model_from_snapshot
 from dlc_train.models.model import PoseModel
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
-    from dlc_export.formats.base import ArtifactFormat
     from dlc_runtime.backends import Backend
 
 #: bodypart predictor type -> plan builder.

@@ -18,8 +18,8 @@ from dlc_export.errors import ExportError
 from dlc_export.options import ExportOptions
 from dlc_export.parity import ParityReport
 from dlc_export.source import ExportSource
-from dlc_export.tasks.base import (FRAMES, ExportGraph, ExportTask, TaskManifest,
-                                   keypoint_report)
+from dlc_export.tasks.base import (FRAMES, ArtifactFormat, ExportContext, ExportGraph, ExportTask,
+                                   TaskManifest, keypoint_report)
 from dlc_export.tasks.ctd_conditions import find_conditions_model
 from dlc_export.tasks.ctd_graph import (CondTopDownPose, ctd_crop_settings, eager_ctd,
                                         parity_conditions)
@@ -29,8 +29,6 @@ from dlc_train.models.loading import build_model_from_snapshot
 from dlc_train.task import Task
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
-    from dlc_export.formats.base import ArtifactFormat
     from dlc_runtime.backends import Backend
 
 #: Folder of the nested bottom-up bundle inside a CTD bundle.

@@ -15,8 +15,8 @@ from dlc_export.errors import ExportError
 from dlc_export.options import ExportOptions
 from dlc_export.parity import ParityReport
 from dlc_export.source import ExportSource, find_detector_snapshot
-from dlc_export.tasks.base import (FRAMES, ExportGraph, ExportTask, TaskManifest,
-                                   keypoint_report)
+from dlc_export.tasks.base import (FRAMES, ArtifactFormat, ExportContext, ExportGraph, ExportTask,
+                                   TaskManifest, keypoint_report)
 from dlc_export.tasks.detector import (MIN_DETECTOR_IOU, DetectorGraph, build_detector,
                                        detector_iou, network_input)
 from dlc_export.tasks.top_down_graph import TopDownPose, eager_top_down, parity_boxes
@@ -25,8 +25,6 @@ from dlc_train.models.loading import build_model_from_config, build_model_from_s
 from dlc_train.task import Task
 
 if TYPE_CHECKING:
-    from dlc_export.context import ExportContext
-    from dlc_export.formats.base import ArtifactFormat
     from dlc_runtime.backends import Backend
 
 POSE_REFERENCE = "DeepLabCut CPU crop (float resize) -> PyTorch model -> map back"

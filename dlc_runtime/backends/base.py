@@ -95,10 +95,8 @@ def make_backend(bundle: Bundle, backend: str = "onnxruntime", device: str = "cp
         device: "cpu" or "cuda" (or "cuda:N").
         options: backend-specific keyword arguments (e.g. ``intra_op_threads``, ``graph``).
     """
-    # Importing the package registers the built-in backends; done here so that merely importing
-    # base.py stays cheap and free of onnxruntime.
-    import dlc_runtime.backends  # noqa: F401
-
+    # The built-in backends are registered by the package's __init__, which Python runs before
+    # any of its modules (this one included) can be imported.
     try:
         factory = BACKENDS[backend]
     except KeyError:

@@ -67,8 +67,8 @@ def pipeline_class(bundle: Bundle) -> PipelineFactory:
     A class may set ``backend_graph``: the manifest graph that the backend it is handed runs
     (``"pose"`` when unset; the top-down pipeline's is its detector).
     """
-    import dlc_runtime.pipelines  # noqa: F401  (registers the built-in pipelines)
-
+    # The built-in pipelines are registered by the package's __init__, which Python runs
+    # before any of its modules (this one included) can be imported.
     decoder = (bundle.manifest.decoder or {}).get("type")
     cls = PIPELINES.get(pipeline_key(bundle.task, decoder)) or PIPELINES.get(bundle.task)
     if cls is None:
