@@ -21,7 +21,7 @@ from dlc_export.source import resolve_source
 from dlc_export.tasks import make_task
 from dlc_export.tasks.base import ExportContext
 from dlc_io import staged_folder
-from dlc_runtime.bundle import Manifest, is_bundle_folder
+from dlc_runtime.bundle import Bundle, Manifest, is_bundle_folder
 from dlc_train.config import write_config
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def export_bundle(pytorch_config_path: str | Path, snapshot_path: str | Path,
             task.link(ctx, fmt)
             ctx.save_manifest()
             reports[fmt.label] = check_artifacts(ctx, fmt)
-        manifest = ctx.bundle().manifest
+        manifest = Bundle.load(staging).manifest  # every file checked against its sha256
     log.info("%s bundle written to %s", manifest.task, source.output)
     return ExportResult(source.output, reports["onnx_fp32"], manifest, reports)
 

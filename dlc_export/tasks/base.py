@@ -45,8 +45,10 @@ class ExportContext:
         write_manifest(self.staging, self.manifest)
 
     def bundle(self) -> Bundle:
-        """The staged bundle as the runtime loads it."""
-        return Bundle.load(self.staging)
+        """The staged bundle as the runtime loads it, without re-hashing files this export
+        has just written and hashed (each check would read every graph again; the pipeline
+        verifies the finished bundle once)."""
+        return Bundle.load(self.staging, verify_sha256=False)
 
     def gate(self, precision: str) -> ParityGate:
         return ParityGate.for_precision(precision, self.options.tolerance_px,
