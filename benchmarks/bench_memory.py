@@ -1,109 +1,131 @@
-"""Where analysis memory goes on the CPU: resident memory of ONNX Runtime's pose graph after
-loading and across batches, with and without its CPU arena.
+"""Where analysis memory goes on the CPU: our analysis beside the DeepLabCut-style baseline on the
+same snapshot, each in a fresh process.
 
-Builds a random-weight bundle (``--net-type``, default resnet_50) at 640x480 and a synthetic
-video, then in a fresh process per setting runs ``--batches`` batches of 8 and records the
-resident memory after the session is made, after each batch, the peak, and frames/s (the first
-batch not timed). Settings: the backend's default (arena on, memory patterns off),
-``cpu_arena=False`` (arena off, memory patterns on), and onnxruntime's own default (both on),
-the baseline.
+Builds a random-weight bundle (``--net-type``, default resnet_50, GroupNorm) with its ONNX graph
+and fp32 torch artifact, and a synthetic 640x480 video of ``--batches`` batches, then measures
+each setting in its own process (``dlc_runtime.benchmark.memory.run_isolated``: the child's peak
+is Linux's ``VmHWM``, its own, never its parent's):
+- ``onnxruntime``: ``analyze_video`` as ``dlc analyze`` runs it (decode thread, pipeline,
+  ``.h5`` writer), onnxruntime on the CPU with the backend's default settings;
+- ``onnxruntime_no_arena``: the same with ``cpu_arena=False``;
+- ``torch_fp32``: the same on the bundle's fp32 torch artifact;
+- ``dlc_eager``: ``EagerAnalysis``, DeepLabCut 3's way (OpenCV decode in the loop, float
+  pre-processing on the CPU, eager PyTorch, predictor on the host), the baseline;
+- ``...+mmap1m``: the first two with glibc's mmap threshold fixed at 1 MiB
+  (``MALLOC_MMAP_THRESHOLD_``): glibc otherwise raises it (up to 32 MiB) each time a large
+  block is freed, after which onnxruntime's activations come from the heap, whose freed space
+  is kept rather than returned.
+Per setting: resident memory after the imports, after loading the model, the sampled peak
+during the analysis, after it, the process's peak, and frames/s (``analyze_video``'s: every
+frame, the model load excluded; the baseline's: after one warm-up batch).
 
-    python benchmarks/bench_memory.py [--net-type resnet_50]
+    python benchmarks/bench_memory.py [--net-type resnet_50] [--batch-size 8] [--batches 7]
 """
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers.shuffles import write_shuffle  # noqa: E402
-
-from machine import save_result  # noqa: E402
-
-SETTINGS = ("default", "no_arena", "with_mem_pattern")
+HERE = Path(__file__).resolve().parent
+SETTINGS = ("onnxruntime", "onnxruntime_no_arena", "torch_fp32", "dlc_eager",
+            "onnxruntime+mmap1m", "onnxruntime_no_arena+mmap1m")
+#: "+mmap1m": the child runs with glibc's mmap threshold fixed at 1 MiB.
+MMAP_1M = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
-def _rss_mib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) // 1024
-    return -1
+def measure(setting: str, bundle: str, video: str, snapshot: str, batch_size: int) -> dict:
+    """One setting, in this (fresh) process; run by ``main`` through ``run_isolated``."""
+    from dlc_runtime.benchmark.memory import PeakSampler, current_rss_mb
 
-
-def measure(bundle: str, video: str, setting: str, batches: int) -> dict:
-    """One setting, in this process (run by ``main`` in a fresh one each)."""
-    import onnxruntime as ort
-
-    from dlc_runtime import Bundle, make_backend
-    from dlc_runtime.video import VideoIterator
-
-    if setting == "with_mem_pattern":  # what onnxruntime does unless told otherwise
-        original = ort.SessionOptions
-
-        class WithPattern(original):
-            def __setattr__(self, name, value):
-                super().__setattr__(name, True if name == "enable_mem_pattern" else value)
-
-        import dlc_runtime.backends.onnxruntime_backend as backend_module
-        backend_module.ort.SessionOptions = WithPattern
-    loaded = Bundle.load(bundle)
-    before = _rss_mib()
-    options = {"cpu_arena": False} if setting == "no_arena" else {}
-    rss, start = [], None
-    with make_backend(loaded, "onnxruntime", "cpu", **options) as engine, \
-            VideoIterator(video, batch_size=8) as frames:
-        after_session = _rss_mib()
-        for i, (_, batch) in enumerate(frames):
-            if i == 1:
-                start = time.perf_counter()
-            engine.run(batch)
-            rss.append(_rss_mib())
-            if i + 1 == batches:
-                break
-    fps = 8 * (batches - 1) / (time.perf_counter() - start)
-    return {"setting": setting, "rss_before_session_mib": before,
-            "rss_after_session_mib": after_session, "rss_after_each_batch_mib": rss,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "fps": round(fps, 2)}
+    setting = setting.removesuffix("+mmap1m")
+    if setting == "dlc_eager":
+        from dlc_train.apis.eager_analysis import EagerAnalysis
+    else:
+        from dlc_runtime import Bundle, analyze_video, make_backend
+        if setting == "torch_fp32":
+            import torch  # noqa: F401  (counted with the imports, as the baseline's)
+    after_imports = current_rss_mb()
+    with tempfile.TemporaryDirectory() as out:
+        if setting == "dlc_eager":
+            eager = EagerAnalysis(Path(bundle) / "pytorch_config.yaml", snapshot, "cpu",
+                                  batch_size)
+            after_load = current_rss_mb()
+            with PeakSampler(current_rss_mb, interval=0.01) as sampled:
+                keypoints, fps = eager.run(video, warmup_batches=1)
+            frames = len(keypoints)
+        else:
+            loaded = Bundle.load(bundle)
+            backend, options = ("torch", {"precision": "fp32"}) if setting == "torch_fp32" \
+                else ("onnxruntime", {"cpu_arena": setting != "onnxruntime_no_arena"})
+            with make_backend(loaded, backend, "cpu", **options) as engine:
+                after_load = current_rss_mb()
+                with PeakSampler(current_rss_mb, interval=0.01) as sampled:
+                    result = analyze_video(loaded, video, dest_folder=out,
+                                           batch_size=batch_size, backend=engine,
+                                           progress=False, overwrite=True)
+            fps, frames = result.fps, result.n_frames
+    return {"rss_after_imports_mib": after_imports, "rss_after_load_mib": after_load,
+            "rss_sampled_peak_mib": sampled.peak, "rss_after_run_mib": current_rss_mb(),
+            "frames": int(frames), "fps": round(float(fps), 2)}
 
 
 def main() -> None:
+    sys.path.insert(0, str(HERE.parent / "tests"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net-type", default="resnet_50")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=7)
-    parser.add_argument("--measure", nargs=3, metavar=("BUNDLE", "VIDEO", "SETTING"))
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     args = parser.parse_args()
-    if args.measure:
-        print(json.dumps(measure(*args.measure, batches=args.batches)))
-        return
+    # Imported here, not above: the measuring children import this module, and nothing else.
+    import numpy as np
+    from helpers.shuffles import write_shuffle
+    from machine import save_result
+
     from dlc_export import export_bundle
     from dlc_runtime.benchmark import write_synthetic_video
+    from dlc_runtime.benchmark.memory import run_isolated
 
+    # The children import this module (and the tests' helpers) by name.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(HERE), str(HERE.parent / "tests"), os.environ.get("PYTHONPATH", ""))
+        if p)
     with tempfile.TemporaryDirectory() as tmp:
         shuffle = write_shuffle(Path(tmp) / "train", {
             "bodyparts": [f"kp{i}" for i in range(12)], "multianimalproject": False},
             args.net_type)
         frames = np.random.default_rng(0).integers(0, 256, (2, 480, 640, 3), dtype=np.uint8)
         bundle = export_bundle(shuffle.config_path, shuffle.snapshot, Path(tmp) / "b.bundle",
-                               frames=frames, simplify=False).bundle_dir
-        video = write_synthetic_video(Path(tmp) / "v.mp4", 8 * args.batches, 640, 480)
+                               frames=frames, simplify=False,
+                               torch_precisions=("fp32",)).bundle_dir
+        video = write_synthetic_video(Path(tmp) / "v.mp4", args.batch_size * args.batches,
+                                      640, 480)
         rows = []
-        for setting in SETTINGS:
-            out = subprocess.run([sys.executable, __file__, "--batches", str(args.batches),
-                                  "--measure", str(bundle), str(video), setting],
-                                 capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(rows[-1])
-    print(save_result("memory_cpu", {"net_type": args.net_type, "frame_size": [480, 640],
-                                     "batch_size": 8, "rows": rows}))
+        for setting in args.settings:
+            start = time.perf_counter()
+            extra = MMAP_1M if setting.endswith("+mmap1m") else {}
+            os.environ.update(extra)
+            try:
+                done = run_isolated("bench_memory:measure", {
+                    "setting": setting, "bundle": str(bundle), "video": str(video),
+                    "snapshot": str(shuffle.snapshot), "batch_size": args.batch_size})
+            finally:
+                for name in extra:
+                    del os.environ[name]
+            rows.append({"setting": setting, **done.result, "peak_rss_mib": done.peak_rss_mb,
+                         "wall_s": round(time.perf_counter() - start, 1)})
+            print(rows[-1], flush=True)
+    print(f"\n| setting | after imports | after load | peak | frames/s |\n|{' --- |' * 5}")
+    for row in rows:
+        print(f"| {row['setting']} | {row['rss_after_imports_mib']:.0f} | "
+              f"{row['rss_after_load_mib']:.0f} | {row['peak_rss_mib']:.0f} | {row['fps']} |")
+    print(save_result(f"memory_cpu_{time.strftime('%Y-%m-%d')}", {
+        "net_type": args.net_type, "frame_size": [480, 640], "batch_size": args.batch_size,
+        "frames": args.batch_size * args.batches, "unit": "MiB", "rows": rows}))
 
 
 if __name__ == "__main__":

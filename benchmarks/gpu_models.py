@@ -47,7 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     height, width = (int(v) for v in args.frame_size.split("x"))
     frames = np.random.default_rng(0).integers(0, 256, (4, height, width, 3), dtype=np.uint8)
-    precisions = ("fp32", "fp16") if args.device != "cpu" else ("fp32",)
+    # bf16 on the CPU too: the dry run exercises the same precisions the device benchmarks.
+    precisions = ("fp32", "fp16", "bf16") if args.device != "cpu" else ("fp32", "bf16")
     for name, (net_type, project, m) in MODELS.items():
         net_type = DRY_RUN.get(net_type, net_type) if args.dry_run else net_type
         shuffle = write_shuffle(args.out / "shuffles" / name, project, net_type)

@@ -9,5 +9,5 @@ python -m pip download -q --only-binary=:all: --python-version 3.12 --no-deps \
   --platform manylinux_2_24_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_28_x86_64 -d gpu_wheels \
   pandas tables numexpr blosc2 ndindex msgpack py-cpuinfo python-dateutil tzdata pytest \
-  iniconfig pluggy packaging click tqdm pyyaml "${@}"
+  iniconfig pluggy packaging click tqdm pyyaml PyNvVideoCodec "${@}"
 du -sh gpu_wheels

@@ -109,10 +109,11 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
               help="onnx: the ONNX graphs (with --precision fp16 also their fp16 variants); "
                    "tensorrt: also TensorRT engines for this GPU; torch: also TorchScript "
                    "artifacts (GPUs without TensorRT). Every bundle has the fp32 ONNX graphs.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
-              show_default=True, help="Precision of the engines / torch artifacts / extra ONNX "
-                                      "graphs (fp16: the network in half, same inputs and "
-                                      "outputs).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              default="fp32", show_default=True,
+              help="Precision of the engines / torch artifacts / extra ONNX graphs (fp16: the "
+                   "network in half, same inputs and outputs; bf16: likewise, torch only; "
+                   "int8: tensorrt only).")
 @click.option("--input-size", default=None, metavar="HxW",
               help="Bottom-up: network input size; the graph letterboxes frames of any "
                    "size to HxW (aspect ratio kept, black padding bottom/right) and returns "
@@ -141,7 +142,8 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
     from dlc_export import export_bundle, export_from_project
 
     if fmt in ("torch", "onnx") and precision == "int8":
-        raise click.BadParameter(f"{fmt} artifacts are fp32 or fp16 (int8: --format tensorrt)",
+        kinds = "fp32, fp16 or bf16" if fmt == "torch" else "fp32 or fp16"
+        raise click.BadParameter(f"{fmt} artifacts are {kinds} (int8: --format tensorrt)",
                                  param_hint="--precision")
     size = parse_size(input_size)
     common = dict(frames=frames, tolerance_px=tolerance,
@@ -177,20 +179,33 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
               default="onnxruntime", show_default=True,
               help="tensorrt / torch need a bundle exported with --format tensorrt / torch.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
-              help="onnxruntime / torch: run the bundle's graphs of this precision (fp16: "
-                   "exported with --precision fp16). Default: onnxruntime fp32; torch the "
-                   "best for the device. A TensorRT engine's precision is fixed at export.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="onnxruntime / torch: run the bundle's graphs of this precision (fp16, "
+                   "bf16: exported with that --precision; bf16 torch only). Default: "
+                   "onnxruntime fp32; torch the best for the device. A TensorRT engine's "
+                   "precision is fixed at export.")
 @click.option("--save-as-csv", is_flag=True, help="Also write the .csv DeepLabCut writes.")
 @click.option("--overwrite", is_flag=True, help="Redo videos that already have results.")
 @click.option("--allow-truncated", is_flag=True,
               help="Accept videos with fewer decodable frames than their header says.")
+@click.option("--decoder", type=click.Choice(["auto", "cpu", "nvdec"]), default="auto",
+              show_default=True,
+              help="auto: NVDEC (pip install 'dlc-deploy[nvdec]') where the backend runs on a "
+                   "GPU and takes GPU frames, else OpenCV on the CPU; the log says which.")
+@click.option("--backend-option", "backend_option", multiple=True, metavar="KEY=VALUE",
+              help="Repeatable backend setting, e.g. cuda_graphs=false, ring=4 (torch on "
+                   "CUDA), provider=tensorrt, io_binding=false (onnxruntime).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
 def analyze(bundle, videos, dest, batch_size, device, backend, precision, save_as_csv,
-            overwrite, allow_truncated, no_progress):
+            overwrite, allow_truncated, decoder, backend_option, no_progress):
     """Run a bundle over videos; write DeepLabCut-compatible .h5 results."""
+    from dlc_cli.options import parse_backend_options
     from dlc_runtime import analyze_video
+
+    options = parse_backend_options(backend_option)
+    if precision:
+        options["precision"] = precision
 
     if backend == "tensorrt" and device == "cpu":
         device = "cuda"  # TensorRT runs on the GPU only
@@ -198,12 +213,16 @@ def analyze(bundle, videos, dest, batch_size, device, backend, precision, save_a
         raise click.BadParameter("a TensorRT engine's precision is fixed when it is built "
                                  "(dlc export --format tensorrt --precision ...)",
                                  param_hint="--precision")
+    if precision == "bf16" and backend != "torch":
+        raise click.BadParameter("bf16 runs on the torch backend only (--backend torch, a "
+                                 "bundle exported with --format torch --precision bf16)",
+                                 param_hint="--precision")
     for video in videos:
         result = analyze_video(bundle, video, dest_folder=dest, batch_size=batch_size,
                                backend=backend, device=device, save_as_csv=save_as_csv,
                                overwrite=overwrite, allow_truncated=allow_truncated,
-                               progress=not no_progress,
-                               backend_options={"precision": precision} if precision else None)
+                               progress=not no_progress, backend_options=options,
+                               decoder=decoder)
         click.echo(in_cli_words(result.summary()))
 
 

@@ -22,6 +22,8 @@ from dlc_runtime.bundle import BatchRange
 
 #: Extra ONNX variants (the fp32 graphs are always written).
 ONNX_PRECISIONS = ("fp16",)
+#: Precisions only torch artifacts are written in (ONNX and TensorRT reduce to fp16).
+TORCH_ONLY_PRECISIONS = ("bf16",)
 TORCH_METHODS = ("torchscript", "export")
 
 #: Detector score below which a box is not handed to the pose graph (recorded in the manifest).
@@ -43,9 +45,9 @@ class ExportOptions:
         max_batch, batch: the manifest's batch range (:meth:`BatchRange.for_export`).
         onnx_precisions: extra ONNX variants ("fp16": the network in half, fp32 inputs and
             outputs), beside the fp32 graphs every bundle has.
-        torch_precisions: torch artifacts ("fp32", "fp16"); ``torch_method`` "torchscript" or
-            "export" (``torch.export``, one-input graphs only).
-        device: where torch artifacts are traced and checked ("cuda" for fp16 on a GPU).
+        torch_precisions: torch artifacts ("fp32", "fp16", "bf16"); ``torch_method``
+            "torchscript" or "export" (``torch.export``, one-input graphs only).
+        device: where torch artifacts are traced and checked ("cuda" for fp16/bf16 on a GPU).
         tensorrt_precision: also build TensorRT engines ("fp32", "fp16", "int8") for this GPU;
             ``frame_size`` (height, width) fixes their profile (default: the parity frames');
             int8 calibrates on ``calibration_videos``.
@@ -111,6 +113,8 @@ class ExportOptions:
             raise ExportError(f"batch must be at least 1, got {self.batch}")
         if self.max_batch < 1:
             raise ExportError(f"max_batch must be at least 1, got {self.max_batch}")
+        _torch_only("ONNX graphs", self.onnx_precisions)
+        _torch_only("TensorRT engines", (self.tensorrt_precision,))
         _known("ONNX precision", self.onnx_precisions, ONNX_PRECISIONS)
         _known("torch precision", self.torch_precisions, TORCH_PRECISIONS)
         _known("torch method", (self.torch_method,), TORCH_METHODS)
@@ -130,6 +134,15 @@ class ExportOptions:
         """Refuses a TensorRT build where TensorRT is missing, before any graph is written."""
         if self.tensorrt_precision is not None:
             import_tensorrt()
+
+
+def _torch_only(what: str, given: tuple[str | None, ...]) -> None:
+    """Refuses a torch-only precision (bf16) asked of another format."""
+    for precision in given:
+        if precision in TORCH_ONLY_PRECISIONS:
+            raise ExportError(f"{what} have no {precision} variant: {precision} is for torch "
+                              f"artifacts only (--format torch --precision {precision}); ONNX "
+                              f"and TensorRT reduce precision with fp16")
 
 
 def _known(what: str, given: tuple[str, ...], known: tuple[str, ...]) -> None:

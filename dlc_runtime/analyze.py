@@ -17,8 +17,9 @@ from dlc_runtime.errors import OutputError
 from dlc_runtime.manifest import _package_version
 from dlc_runtime.outputs import H5Writer, ResultPaths, build_meta, write_csv_from_h5, \
     write_meta_pickle
-from dlc_runtime.pipelines.base import make_pipeline, pipeline_class
+from dlc_runtime.pipelines.base import Pipeline, make_pipeline, pipeline_class, stream_poses
 from dlc_runtime.results import ResultStage, complete_missing, find_complete
+from dlc_runtime.decoders import open_video
 from dlc_runtime.video import VideoIterator
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ def _meta_from_record(bundle: Bundle, record: dict[str, Any]) -> dict[str, Any]:
         train_fraction=bundle.manifest.source.get("train_fraction"),
         extra={"dlc-deploy": {"version": run["version"], "bundle": run["bundle"],
                               "backend": run["backend"], "device": run["device"],
+                              # records written before the decoder choice existed lack it
+                              "decoder": run.get("decoder", "cpu"),
                               "n_frames_metadata": run["n_frames_metadata"]}},
     )
 
@@ -106,6 +109,7 @@ def analyze_video(
     allow_truncated: bool = False,
     prefetch: int = 4,
     backend_options: dict[str, Any] | None = None,
+    decoder: str = "auto",
 ) -> AnalysisResult:
     """Analyze one video with a bundle and write DeepLabCut-compatible results.
 
@@ -131,6 +135,9 @@ def analyze_video(
         allow_truncated: keep the frames of a video that ends before its announced length.
         prefetch: decoded batches kept ready ahead of inference.
         backend_options: extra keyword arguments for the backend factory.
+        decoder: "auto" (NVDEC where the backend runs on a GPU and takes device frames and
+            PyNvVideoCodec is installed, else OpenCV; one log line says which and why), "cpu"
+            or "nvdec" (see :mod:`dlc_runtime.decoders`).
 
     Returns:
         An :class:`AnalysisResult`; ``result.h5_path`` is the ``.h5``.
@@ -156,21 +163,26 @@ def analyze_video(
              "complete", progress)
 
     # Open the video before the backend: a bad file should fail in milliseconds, not after
-    # loading a model onto a GPU.
-    video = VideoIterator(video_path, batch_size=batch_size, prefetch=prefetch,
-                          allow_truncated=allow_truncated)
+    # loading a model onto a GPU. The decoder that reads it is chosen once the backend says
+    # whether it takes device frames.
+    VideoIterator(video_path, batch_size=1, allow_truncated=allow_truncated).close()
+    video: Any = None
     own_backend = not isinstance(backend, Backend)
     engine: Backend | None = None
-    pipeline = None
+    pipeline: Pipeline | None = None
     with ResultStage(paths) as stage:
         try:
             options = dict(backend_options or {})
-            graph = getattr(pipeline_class(bundle), "backend_graph", "pose")
+            graph = pipeline_class(bundle).backend_graph
             if graph != "pose":  # backends run the "pose" graph unless told otherwise
                 options.setdefault("graph", graph)
             engine = (make_backend(bundle, backend, device, **options)
                       if own_backend else backend)  # type: ignore[arg-type]
             pipeline = make_pipeline(bundle, engine)
+            video, decoder_reason = open_video(
+                video_path, decoder=decoder, device=device, batch_size=batch_size,
+                prefetch=prefetch, allow_truncated=allow_truncated,
+                accepts_device_frames=pipeline.accepts_device_frames)
             pipeline.check_frame_size(video.width, video.height, source=f"video {video_path}")
             _guard_output(lambda: paths.h5.parent.mkdir(parents=True, exist_ok=True), paths)
 
@@ -181,8 +193,9 @@ def analyze_video(
             try:
                 with tqdm(total=video.expected_frames, unit="frames", disable=not progress,
                           desc=video_path.name) as bar:
-                    for indices, frames in video:
-                        result = pipeline(frames)
+                    # One batch in flight beside the one read: on an asynchronous backend
+                    # its upload and the next decode overlap this one's compute.
+                    for indices, result in stream_poses(pipeline, video):
                         writer.append(indices, result.keypoints, result.unique_keypoints)
                         bar.update(len(indices))
                 writer.finish()  # reads the .part back; published below with the other files
@@ -191,11 +204,11 @@ def analyze_video(
                 raise
             t1 = time.time()
         finally:
-            video.close()
+            if video is not None:
+                video.close()
             # A pipeline running several graphs (top-down) opened backends of its own.
-            close_pipeline = getattr(pipeline, "close", None)
-            if close_pipeline is not None:
-                close_pipeline()
+            if pipeline is not None:
+                pipeline.close()
             if own_backend and engine is not None:
                 engine.close()
 
@@ -207,8 +220,8 @@ def analyze_video(
                     "n_frames_metadata": video.n_frames, "version": _package_version(),
                     "bundle": str(bundle.path),
                     # A pipeline running several graphs names what ran each.
-                    "backend": getattr(pipeline, "backend_name", engine.name),
-                    "device": device},
+                    "backend": pipeline.backend_name,
+                    "device": device, "decoder": decoder_reason},
         }
 
         def write_rest() -> dict[str, Any]:

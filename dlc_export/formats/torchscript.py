@@ -1,8 +1,9 @@
 """Torch artifacts (runtime backend ``torch``, GPUs without TensorRT): ``<graph>.<precision>.
 torchscript.pt`` (or ``.pt2`` with ``torch_method="export"``), manifest ``<graph>_torch_<p>``.
 
-fp16 runs the network in half (``dlc_export.half``); graphs without a half network (detectors)
-get one fp32 artifact, which the runtime runs beside any pose precision. Each artifact is
+fp16 and bf16 run the network in that dtype (``dlc_export.half``; bf16 is torch-only: ONNX and
+TensorRT take fp16); graphs without a reduced network (detectors) get one fp32 artifact, which the
+runtime runs beside any pose precision. Each artifact is
 checked as the runtime loads it, on the parity frames and on another batch and frame size
 (traced shapes must generalise).
 """
@@ -55,9 +56,10 @@ class TorchFormat(ArtifactFormat):
             name = self.graph_name(graph.name, precision)
             if name in ctx.manifest.graphs:
                 continue  # the detector's fp32 artifact serves every pose precision
-            module = graph.half() if precision == "fp16" else graph.module
+            reduced = precision != "fp32"  # half() converts a copy
+            module = graph.half(precision) if reduced else graph.module
             if device.type != "cpu":  # a copy: the caller's module stays the CPU reference
-                module = (module if precision == "fp16" else copy.deepcopy(module)).to(device)
+                module = (module if reduced else copy.deepcopy(module)).to(device)
             args = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device)
                          for a in graph.example)
             file = torch_artifact_file(precision, self.method, graph.name)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import numpy as np
 from torch import nn
 
-from dlc_export.half import half_precision
+from dlc_export.half import reduced_precision
 from dlc_export.options import ExportOptions
 from dlc_export.parity import ParityGate, ParityReport, parity_report
 from dlc_export.source import ExportSource
@@ -80,7 +80,8 @@ class ExportGraph:
         inputs, outputs: the graph's tensors (frames first; ``batch`` is dynamic).
         example: inputs to trace on, in ``inputs``' order.
         what: words for error messages ("the top-down pose graph").
-        has_half: its network can run in half (fp16 artifacts); detectors stay fp32.
+        has_half: its network can run in reduced precision (fp16 / bf16 artifacts);
+            detectors stay fp32.
     """
 
     name: str
@@ -99,9 +100,10 @@ class ExportGraph:
     def extra_input_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.inputs[1:])
 
-    def half(self) -> nn.Module:
-        """A copy whose network runs in half (pre-processing and decoding stay fp32)."""
-        return half_precision(self.module)
+    def half(self, precision: str = "fp16") -> nn.Module:
+        """A copy whose network runs in ``precision`` ("fp16" or "bf16"; pre-processing and
+        decoding stay fp32)."""
+        return reduced_precision(self.module, precision)
 
 
 @dataclass

@@ -5,10 +5,16 @@ frames in, the manifest's outputs out; a top-down bundle's detector and two-inpu
 alike), saved by ``dlc_export.torch_artifact``; loading it needs torch only, never ``dlc_train`` or
 ``dlc_export``.
 
+On a CUDA device the backend is a GPU-resident pipeline (``torch_cuda.CudaRunner``): pinned
+host buffers in a ring, uploads on a side stream, CUDA graphs, only the outputs copied back, and
+:meth:`TorchBackend.submit` returns before the GPU is done so the next batch can be decoded and
+uploaded meanwhile. It takes device batches (NVDEC frames) where they lie. On the CPU it runs
+the module directly.
+
 torch is imported inside :func:`_import_torch`, i.e. only when this backend is created: importing
 ``dlc_runtime`` (which registers the factory below) and the onnxruntime / TensorRT paths stay free
-of torch (``tests/test_runtime_isolation.py`` checks both; this module is the one file of the
-runtime allowed to import torch).
+of torch (``tests/test_runtime_isolation.py`` checks both; this module and ``torch_cuda.py`` are
+the runtime's only files allowed to import torch).
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlc_runtime.backends.base import Backend, check_inputs, register_backend
+from dlc_runtime.backends.base import Backend, PendingOutputs, check_inputs, register_backend
 from dlc_runtime.errors import BackendError
+from dlc_runtime.frames import Frames, on_device
 
 if TYPE_CHECKING:
     from dlc_runtime.bundle import Bundle
@@ -29,7 +36,7 @@ if TYPE_CHECKING:
 #: ``pose_torch_fp32``, ``pose_torch_fp16``; top-down bundles add ``detector_torch_fp32``.
 TORCH_GRAPH_INFIX = "_torch_"
 TORCH_GRAPH_PREFIX = "pose" + TORCH_GRAPH_INFIX
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16")
 #: File suffix of ``torch.export`` programs; anything else is loaded as TorchScript.
 EXPORT_SUFFIX = ".pt2"
 NO_ARTIFACT_HINT = "this bundle has no torch artifact: re-export with --format torch"
@@ -100,11 +107,15 @@ class TorchBackend(Backend):
         output_names: names of the outputs it returns, in order.
         module: the artifact at ``path`` already loaded (the exporter checks a file it has just
             written and reloaded); None loads it from ``path``.
+        cuda_graphs: on CUDA, capture and replay CUDA graphs per batch shape.
+        ring: on CUDA, batches whose buffers are kept (upload of one beside compute of another).
+        channels_last: on CUDA, run the convolutions channels-last.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
                  label: str = "", input_names: tuple[str, ...] = ("images",),
-                 output_names: tuple[str, ...] = ("keypoints",), module: Any = None) -> None:
+                 output_names: tuple[str, ...] = ("keypoints",), module: Any = None,
+                 cuda_graphs: bool = True, ring: int = 3, channels_last: bool = True) -> None:
         torch = self._torch = _import_torch()
         kind, _, index = device.partition(":")
         if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
@@ -121,10 +132,14 @@ class TorchBackend(Backend):
         self.input_names = list(input_names)
         self.output_names = list(output_names)
         self.name = f"torch-{kind}" + (f"-{label}" if label else "")
-        # One pinned host buffer reused across batches of the same shape: pinning per call
-        # would cost a page-locked allocation each time. Reuse is safe because run() blocks on
-        # the device-to-host copy of the outputs, so the upload has finished before we return.
-        self._pinned: Any = None
+        self._runner: Any = None
+        if kind == "cuda":
+            from dlc_runtime.backends.torch_cuda import CudaRunner
+
+            self._runner = CudaRunner(torch, self.module, self.device, self.input_names,
+                                      self.output_names, cuda_graphs=cuda_graphs, ring=ring,
+                                      channels_last=channels_last)
+            self.accepts_device_frames = True
 
     def _load(self) -> Any:
         torch = self._torch
@@ -141,44 +156,53 @@ class TorchBackend(Backend):
             raise BackendError(f"torch cannot load {self.path}: {first}; re-export the bundle "
                                "with --format torch, or check the torch version") from exc
 
-    def _to_device(self, images: np.ndarray) -> Any:
-        torch = self._torch
-        host = torch.from_numpy(images)
-        if self.device.type != "cuda":
-            return host
-        if self._pinned is None or tuple(self._pinned.shape) != images.shape:
-            self._pinned = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
-        self._pinned.copy_(host)
-        return self._pinned.to(self.device, non_blocking=True)
+    def run(self, images: Frames, **extra_inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return self.submit(images, **extra_inputs).result()
 
-    def run(self, images: np.ndarray, **extra_inputs: np.ndarray) -> dict[str, np.ndarray]:
-        feed = check_inputs(self.input_names, images, extra_inputs)
+    def submit(self, images: Frames, **extra_inputs: np.ndarray) -> PendingOutputs:
+        if self.module is None:
+            raise BackendError(f"the torch backend for {self.path} is closed")
+        if self._runner is not None:
+            feed = _device_feed(self.input_names, images, extra_inputs) if on_device(images) \
+                else check_inputs(self.input_names, images, extra_inputs)
+            return self._runner.submit(feed)
+        return PendingOutputs.ready(self._run_on_cpu(check_inputs(self.input_names, images,
+                                                                  extra_inputs)))
+
+    def _run_on_cpu(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
-            args = [self._to_device(feed[self.input_names[0]])]
-            # Further inputs (boxes) are small: a plain copy, no pinned buffer.
-            args += [torch.from_numpy(feed[name]).to(self.device) for name in self.input_names[1:]]
-            out = self.module(*args)
+            out = self.module(*(torch.from_numpy(feed[name]) for name in self.input_names))
             outputs = out if isinstance(out, (tuple, list)) else (out,)
             if len(outputs) != len(self.output_names):
                 raise BackendError(f"{self.path} returned {len(outputs)} outputs, the manifest "
                                    f"lists {self.output_names}; re-export the bundle")
-            # .cpu() synchronises with the stream, so the pinned buffer is free again after it.
-            return {name: (t.to(dtype=torch.float32) if t.is_floating_point() else t).cpu()
-                    .numpy() for name, t in zip(self.output_names, outputs)}
+            return {name: (t.to(dtype=torch.float32) if t.is_floating_point() else t).numpy()
+                    for name, t in zip(self.output_names, outputs)}
 
     def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         self.module = None
-        self._pinned = None
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
 
 
+def _device_feed(input_names: list[str], images: Frames,
+                 extra_inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The feed of a device batch: the frames as they are, further inputs checked on the host."""
+    host = check_inputs(input_names, np.empty((len(images), 1, 1, 3), np.uint8), extra_inputs)
+    return {**host, input_names[0]: images}
+
+
 @register_backend("torch")
 def _make_torch(bundle: Bundle, device: str = "cpu", precision: str | None = None,
-                graph: str = "pose", threads: int | None = None) -> TorchBackend:
+                graph: str = "pose", threads: int | None = None, cuda_graphs: bool = True,
+                ring: int = 3, channels_last: bool = True) -> TorchBackend:
     """Factory: the torch artifact of ``graph`` (``pose``, ``detector`` or an artifact's own
-    manifest name) of ``precision`` (default: best for ``device``)."""
+    manifest name) of ``precision`` (default: best for ``device``); ``cuda_graphs``, ``ring``
+    and ``channels_last`` shape the CUDA pipeline (ignored on the CPU)."""
     if precision is not None and precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     kind = device.partition(":")[0]
@@ -187,4 +211,5 @@ def _make_torch(bundle: Bundle, device: str = "cpu", precision: str | None = Non
     spec = bundle.graph(name)
     return TorchBackend(bundle.graph_path(name), device=device, threads=threads, label=label,
                         input_names=tuple(t.name for t in spec.inputs) or ("images",),
-                        output_names=tuple(t.name for t in spec.outputs) or ("keypoints",))
+                        output_names=tuple(t.name for t in spec.outputs) or ("keypoints",),
+                        cuda_graphs=cuda_graphs, ring=ring, channels_last=channels_last)

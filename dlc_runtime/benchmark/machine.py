@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnx",
-            "opencv-python-headless", "numpy")
+            "opencv-python-headless", "numpy", "nvidia-ml-py")
 
 
 def _cpu_model() -> str:
@@ -23,17 +23,31 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _gpu() -> str | None:
-    """The GPU nvidia-smi names (None without one)."""
+def _memory_mib() -> int | None:
+    """The host's total memory (Linux ``/proc/meminfo``), None elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gpu() -> dict[str, str] | None:
+    """The first GPU nvidia-smi lists: name, total memory, driver (None without one)."""
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() \
-        else None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    fields = [f.strip() for f in out.stdout.strip().splitlines()[0].split(",")]
+    return dict(zip(("name", "memory", "driver"), fields))
 
 
 def machine_info() -> dict:
@@ -43,6 +57,8 @@ def machine_info() -> dict:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             pass
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "gpu": _gpu(),
-            "python": platform.python_version(), "versions": versions,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    gpu = _gpu() or {}
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_mib": _memory_mib(),
+            "gpu": gpu.get("name"), "gpu_memory": gpu.get("memory"),
+            "gpu_driver": gpu.get("driver"), "python": platform.python_version(),
+            "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -1,16 +1,70 @@
-"""``dlc benchmark``'s outputs: JSON, a markdown table and PNG plots (matplotlib, imported only
-here: ``pip install "dlc-deploy[benchmark]"``)."""
+"""``dlc benchmark``'s outputs: JSON, markdown tables and PNG plots (matplotlib, imported only
+here: ``pip install "dlc-deploy[benchmark]"``).
+
+The JSON is :meth:`BenchmarkReport.to_dict`: ``rows`` (one per backend, precision and batch, with
+``peak_rss_mb`` and ``peak_device_mb``), ``live`` (``--live``: per-frame latency summaries and
+samples) and ``baseline`` (``--baseline``), beside the ``machine``.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from dlc_io import atomic_path, atomic_write_text
 from dlc_runtime.benchmark.runner import BenchmarkReport
 from dlc_runtime.benchmark.stages import STAGES
 
 COLUMNS = ("backend", "precision", "batch", "frames/s (median)", "runs", "engine-only frames/s",
-           "efficiency", *(f"{s} p50/p99 ms" for s in STAGES), "peak RSS MiB")
+           "efficiency", *(f"{s} p50/p99 ms" for s in STAGES), "peak RSS MiB",
+           "peak device MiB")
+LIVE_COLUMNS = ("backend", "precision", "frames", "frames/s", "pipeline p50 / p90 / p99 / max ms",
+                "inference p50 / p99 ms", "loop (read + pipeline) p50 / p99 ms")
+
+
+def _mib(value: float | None, source: str | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" + (f" ({source})" if source else "")
+
+
+def live_table(report: BenchmarkReport) -> list[str]:
+    """The ``--live`` section: batch 1, frame by frame (:mod:`dlc_runtime.benchmark.live`)."""
+    if not report.live:
+        return []
+    lines = ["", f"Live: batch 1, one frame at a time (read in the loop), "
+                 f"{report.live[0].warmup} warm-up frames not counted.", "",
+             "| " + " | ".join(LIVE_COLUMNS) + " |", "|" + " --- |" * len(LIVE_COLUMNS)]
+    for row in report.live:
+        pipe, infer, loop = (row.latency_ms[m] for m in ("pipeline", "inference", "loop"))
+        cells = [row.backend_name or row.backend, row.precision or "default", str(row.frames),
+                 f"{row.fps:.1f}",
+                 " / ".join(f"{pipe[k]:.2f}" for k in ("p50", "p90", "p99", "max")),
+                 f"{infer['p50']:.2f} / {infer['p99']:.2f}",
+                 f"{loop['p50']:.2f} / {loop['p99']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def baseline_lines(report: BenchmarkReport) -> list[str]:
+    base = report.baseline
+    if not base:
+        return []
+    lines = ["", f"DeepLabCut-style baseline (OpenCV decode in the loop, float "
+                 f"pre-processing on the CPU, eager PyTorch, predictor on the host), batch "
+                 f"{base['batch_size']}: {base['fps']:.1f} frames/s; the best row above is "
+                 f"x{base['speedup']:.2f}; keypoints within {base['max_px_vs_bundle']:.3f} "
+                 f"px of the bundle's on {base['frames_compared']} frames."]
+    if base.get("peak_rss_mb") is not None:
+        ours = [r for r in report.rows if r.batch_size == base["batch_size"]]
+        versus = "; ".join(f"{r.backend_name or r.backend} {r.precision or 'default'} "
+                           f"{r.peak_rss_mb:.0f} MiB" for r in ours)
+        lines.append(f"Its peak RSS in its own process: {base['peak_rss_mb']:.0f} MiB"
+                     + (f", device {base['peak_device_mb']:.0f} MiB"
+                        if base.get("peak_device_mb") is not None else "")
+                     + (f" (same batch here: {versus})." if versus else "."))
+    return lines
 
 
 def markdown_table(report: BenchmarkReport) -> str:
@@ -26,16 +80,12 @@ def markdown_table(report: BenchmarkReport) -> str:
         cells = [row.backend_name or row.backend, row.precision or "default",
                  str(row.batch_size), f"{row.fps_median:.1f}",
                  " ".join(f"{v:.1f}" for v in row.fps_runs), f"{row.engine_fps:.1f}",
-                 f"{row.efficiency:.2f}", *stages, f"{row.peak_rss_mb:.0f}"]
+                 f"{row.efficiency:.2f}", *stages, _mib(row.peak_rss_mb),
+                 _mib(row.peak_device_mb, row.device_memory_source)]
         lines.append("| " + " | ".join(cells) + " |")
-    if report.baseline:
-        base = report.baseline
-        lines += ["", f"DeepLabCut-style baseline (OpenCV decode in the loop, float "
-                      f"pre-processing on the CPU, eager PyTorch, predictor on the host), batch "
-                      f"{base['batch_size']}: {base['fps']:.1f} frames/s; the best row above is "
-                      f"x{base['speedup']:.2f}; keypoints within {base['max_px_vs_bundle']:.3f} "
-                      f"px of the bundle's on {base['frames_compared']} frames."]
-    return "\n".join(lines) + "\n"
+    lines += ["", "Peak memory: a fresh process running one end-to-end run of the row "
+                  "(interpreter and libraries included)."]
+    return "\n".join(lines + live_table(report) + baseline_lines(report)) + "\n"
 
 
 def plot(report: BenchmarkReport, path: Path) -> Path:
@@ -73,12 +123,48 @@ def plot(report: BenchmarkReport, path: Path) -> Path:
     return path
 
 
+def plot_live(report: BenchmarkReport, path: Path) -> Path:
+    """Per-frame latency of the ``--live`` rows: cumulative distribution of ``pipeline`` (solid)
+    and ``loop`` (dashed), p99 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(report.live):
+        label = f"{row.backend_name or row.backend} {row.precision or ''}".strip()
+        color = colors[i % len(colors)]  # one colour per backend, its two measures beside
+        for measure, style in (("pipeline", "-"), ("loop", "--")):
+            values = np.sort(np.asarray(row.samples_ms.get(measure, ()), dtype=np.float64))
+            if not len(values):
+                continue
+            share = np.arange(1, len(values) + 1) / len(values)
+            ax.plot(values, share, style, color=color, label=f"{label} {measure}")
+            ax.axvline(row.latency_ms[measure]["p99"], color=color, linestyle=":",
+                       linewidth=0.8)
+    ax.set_xscale("log")  # the tail (p99, max) stays visible beside the median
+    ax.set(xlabel="ms per frame (batch 1, log scale)", ylabel="share of frames",
+           title="live latency (dotted: p99)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_outputs(report: BenchmarkReport, out_dir: Path, plots: bool = True) -> dict[str, Path]:
-    """``benchmark.json``, ``benchmark.md`` and (with matplotlib) ``benchmark.png``."""
+    """``benchmark.json``, ``benchmark.md`` and (with matplotlib) ``benchmark.png``, plus
+    ``benchmark_live.png`` when the report has live rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"json": out_dir / "benchmark.json", "markdown": out_dir / "benchmark.md"}
     atomic_write_text(written["json"], json.dumps(report.to_dict(), indent=2) + "\n")
     atomic_write_text(written["markdown"], markdown_table(report))
     if plots:
         written["plot"] = plot(report, out_dir / "benchmark.png")
+        if report.live:
+            written["live_plot"] = plot_live(report, out_dir / "benchmark_live.png")
     return written

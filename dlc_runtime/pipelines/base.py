@@ -1,21 +1,28 @@
 """Pipeline interface and registry: one pipeline per bundle task (and decoder, where it matters).
 
 A pipeline turns a batch of uint8 RGB frames into keypoints in frame coordinates:
-``preprocess -> inference (backend) -> postprocess`` (rtmlib's shape). It is stateless across
-calls, which is also the extension point for the planned live single-frame API: a live caller
-wraps one frame as a batch of one, ``pipeline(frame[None])``, and reads ``keypoints[0]``.
-Stateful host steps (tracking) will sit after the pipeline, not inside it.
+``preprocess -> inference (backend) -> postprocess`` (rtmlib's shape), behind the
+:class:`Pipeline` base class. It is stateless across calls, which is also the extension point for
+the planned live single-frame API: a live caller wraps one frame as a batch of one,
+``pipeline(frame[None])``, and reads ``keypoints[0]``. Stateful host steps (tracking) will sit
+after the pipeline, not inside it.
+
+:meth:`Pipeline.submit` starts a batch and returns a :class:`PendingPose`; with an asynchronous
+backend (torch on CUDA) the next batch is submitted before this one's keypoints are read, which
+:func:`stream_poses` does for a whole video.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlc_runtime.errors import BundleError
+from dlc_runtime.frames import Frames
 
 if TYPE_CHECKING:
     from dlc_runtime.backends.base import Backend
@@ -35,7 +42,92 @@ class PoseResult:
     unique_keypoints: np.ndarray | None = None
 
 
-PipelineFactory = Callable[["Bundle", "Backend"], Callable[[np.ndarray], PoseResult]]
+class PendingPose:
+    """The keypoints of a submitted batch; :meth:`result` waits for them (once).
+
+    Args:
+        wait: returns the result (waiting for the device, then the host steps).
+        in_flight: the device is still computing (an asynchronous backend); False when only
+            host steps are left.
+    """
+
+    def __init__(self, wait: Callable[[], PoseResult], in_flight: bool = True) -> None:
+        self._wait: Callable[[], PoseResult] | None = wait
+        self._result: PoseResult | None = None
+        self.in_flight = in_flight
+
+    @classmethod
+    def ready(cls, result: PoseResult) -> PendingPose:
+        return cls(lambda: result, in_flight=False)
+
+    def result(self) -> PoseResult:
+        if self._wait is not None:
+            self._result, self._wait = self._wait(), None
+        return self._result  # type: ignore[return-value]
+
+
+def concat_results(parts: list[PoseResult]) -> PoseResult:
+    """One result of consecutive batches' results."""
+    unique = [p.unique_keypoints for p in parts]
+    return PoseResult(keypoints=np.concatenate([p.keypoints for p in parts]),
+                      unique_keypoints=None if unique[0] is None else np.concatenate(unique))
+
+
+class Pipeline:
+    """Base of the pipelines: frames in, :class:`PoseResult` out.
+
+    Subclasses implement :meth:`submit` (``preprocess -> inference -> postprocess``, the
+    inference started and its postprocess deferred to ``PendingPose.result`` where the backend
+    is asynchronous) and may override the rest.
+    """
+
+    #: the manifest graph run by the backend a pipeline is handed (top-down: its detector).
+    backend_graph = "pose"
+
+    def submit(self, frames: Frames) -> PendingPose:
+        """Start a (B, H, W, 3) uint8 RGB batch of any size B >= 1."""
+        raise NotImplementedError
+
+    def __call__(self, frames: Frames) -> PoseResult:
+        """Keypoints of a (B, H, W, 3) uint8 RGB batch of any size B >= 1."""
+        return self.submit(frames).result()
+
+    @property
+    def accepts_device_frames(self) -> bool:
+        """Takes device batches (:mod:`dlc_runtime.frames`) without copying them down."""
+        return False
+
+    @property
+    def backend_name(self) -> str:
+        """What ran, for the result metadata."""
+        backend = getattr(self, "backend", None)
+        return backend.name if backend is not None else "none"
+
+    def check_frame_size(self, width: int, height: int, source: str = "video") -> None:
+        """Refuse a frame size the graphs cannot take (default: any size)."""
+
+    def close(self) -> None:
+        """Close the backends the pipeline opened itself (not the one it was handed)."""
+
+
+def stream_poses(pipeline: Pipeline, batches: Iterable[tuple[np.ndarray, Frames]],
+                 depth: int = 1) -> Iterator[tuple[np.ndarray, PoseResult]]:
+    """``(indices, result)`` per batch of ``batches``, in order, with up to ``depth`` batches
+    submitted ahead of the one being read: on an asynchronous backend their upload and the
+    next decode overlap its compute. A batch whose graph already ran (a synchronous backend)
+    is read at once, in order, so its host steps follow its own inference."""
+    in_flight: deque[tuple[np.ndarray, PendingPose]] = deque()
+    for indices, frames in batches:
+        in_flight.append((indices, pipeline.submit(frames)))
+        while in_flight and (len(in_flight) > depth or not in_flight[0][1].in_flight):
+            done, pending = in_flight.popleft()
+            yield done, pending.result()
+    while in_flight:
+        done, pending = in_flight.popleft()
+        yield done, pending.result()
+
+
+PipelineFactory = Callable[["Bundle", "Backend"], Pipeline]
 #: task -> pipeline, or "task/decoder type" -> pipeline for decoders needing their own host steps.
 PIPELINES: dict[str, PipelineFactory] = {}
 
@@ -78,6 +170,6 @@ def pipeline_class(bundle: Bundle) -> PipelineFactory:
     return cls
 
 
-def make_pipeline(bundle: Bundle, backend: Backend):  # -> pipeline instance
+def make_pipeline(bundle: Bundle, backend: Backend) -> Pipeline:
     """The pipeline for ``bundle``, running on ``backend``."""
     return pipeline_class(bundle)(bundle, backend)

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dlc_runtime.errors import BackendError, BundleError, VideoError
-from dlc_runtime.pipelines.base import PoseResult, register_pipeline
+from dlc_runtime.frames import Frames, frame_count, on_device, to_host
+from dlc_runtime.pipelines.base import (PendingPose, Pipeline, PoseResult, concat_results,
+                                        register_pipeline)
 from dlc_runtime.postprocess.identity import reorder_by_identity
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ IDENTITY_SCORES = "identity_scores"
 
 
 @register_pipeline("bottom_up")
-class BottomUpPipeline:
+class BottomUpPipeline(Pipeline):
     """Runs the pose graph of a bottom-up bundle on batches of frames.
 
     Args:
@@ -68,24 +70,34 @@ class BottomUpPipeline:
                              f"exported for {spec.width}x{spec.height} frames; re-export with a "
                              "dynamic input size or resize the video")
 
+    @property
+    def accepts_device_frames(self) -> bool:
+        return self.backend is not None and self.backend.accepts_device_frames
+
     # preprocess -> inference -> postprocess --------------------------------------------------
-    def preprocess(self, frames: np.ndarray) -> tuple[np.ndarray, int]:
+    def preprocess(self, frames: Frames) -> tuple[Frames, int]:
         """Pad a batch up to the graph's minimum batch size (static-batch engines need it).
 
-        Cast, normalisation and resizing happen inside the graph: only uint8 crosses over.
+        Cast, normalisation and resizing happen inside the graph: only uint8 crosses over. A
+        device batch stays where it is (padding one, rare, goes through the host).
         """
-        frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        n = len(frames)
+        n = frame_count(frames)
+        if on_device(frames) and n >= self.batch.min:
+            return frames, n
+        frames = np.ascontiguousarray(to_host(frames), dtype=np.uint8)
         if n < self.batch.min:
             pad = np.repeat(frames[-1:], self.batch.min - n, axis=0)
             frames = np.concatenate([frames, pad])
         return frames, n
 
-    def inference(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def inference(self, images: Frames) -> dict[str, np.ndarray]:
+        return self._backend().run(images)
+
+    def _backend(self) -> Backend:
         if self.backend is None:
             raise BackendError(f"{type(self).__name__} was built without a backend (host steps "
                                "only): pass one to run graphs")
-        return self.backend.run(images)
+        return self.backend
 
     def postprocess(self, outputs: dict[str, np.ndarray], n_valid: int) -> PoseResult:
         """Graph outputs (numpy) -> keypoints of the ``n_valid`` first frames.
@@ -112,16 +124,16 @@ class BottomUpPipeline:
         unique = outputs.get(UNIQUE_KEYPOINTS) if self.want_unique else None
         return None if unique is None else unique[:n_valid].astype(np.float32, copy=False)
 
-    def __call__(self, frames: np.ndarray) -> PoseResult:
-        """Keypoints of a (B, H, W, 3) uint8 RGB batch of any size B >= 1."""
-        if len(frames) > self.batch.max:
-            # Split rather than fail: the caller's batch size is a throughput knob, not a contract.
-            parts = [self(frames[i: i + self.batch.max])
-                     for i in range(0, len(frames), self.batch.max)]
-            return PoseResult(
-                keypoints=np.concatenate([p.keypoints for p in parts]),
-                unique_keypoints=None if parts[0].unique_keypoints is None else
-                np.concatenate([p.unique_keypoints for p in parts]),  # type: ignore[misc]
-            )
+    def submit(self, frames: Frames) -> PendingPose:
+        """Start a (B, H, W, 3) uint8 RGB batch of any size B >= 1 (split at the bundle's
+        largest batch: the caller's batch size is a throughput knob, not a contract)."""
+        n = frame_count(frames)
+        if n > self.batch.max:
+            parts = [self.submit(frames[i: i + self.batch.max])
+                     for i in range(0, n, self.batch.max)]
+            return PendingPose(lambda: concat_results([p.result() for p in parts]),
+                               in_flight=any(p.in_flight for p in parts))
         images, n_valid = self.preprocess(frames)
-        return self.postprocess(self.inference(images), n_valid)
+        pending = self._backend().submit(images)
+        return PendingPose(lambda: self.postprocess(pending.result(), n_valid),
+                           in_flight=not pending.done)

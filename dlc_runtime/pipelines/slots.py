@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dlc_runtime.errors import BackendError, BundleError
-from dlc_runtime.pipelines.base import PoseResult
+from dlc_runtime.frames import Frames, to_host
+from dlc_runtime.pipelines.base import PendingPose, Pipeline, PoseResult, concat_results
 
 if TYPE_CHECKING:
     from dlc_runtime.backends.base import Backend
     from dlc_runtime.bundle import Bundle
 
 
-class SlotPipeline:
+class SlotPipeline(Pipeline):
     """Base of pipelines whose pose graph fills ``decoder.max_individuals`` slots per frame.
 
     Subclasses set :attr:`backend_graph` and :attr:`task`, and implement :meth:`_open` (open the
@@ -81,8 +82,9 @@ class SlotPipeline:
     def check_frame_size(self, width: int, height: int, source: str = "video") -> None:
         """Both graphs take any frame size unless a subclass says otherwise."""
 
-    def preprocess(self, frames: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(frames, dtype=np.uint8)
+    def preprocess(self, frames: Frames) -> np.ndarray:
+        # Host steps sit between the two graphs (box or condition selection): host frames.
+        return np.ascontiguousarray(to_host(frames), dtype=np.uint8)
 
     def postprocess(self, keypoints: np.ndarray, valid: np.ndarray) -> PoseResult:
         """Empty slots become NaN with likelihood 0 (DeepLabCut's missing individual); with
@@ -100,14 +102,14 @@ class SlotPipeline:
             kp = np.concatenate([kp, pad], axis=1)
         return PoseResult(keypoints=kp[:, :n])
 
-    def __call__(self, frames: np.ndarray) -> PoseResult:
+    def submit(self, frames: Frames) -> PendingPose:
         """Keypoints (B, N, K, 3) of a (B, H, W, 3) uint8 RGB batch (split at the bundle's
-        largest batch)."""
+        largest batch). Runs now: the host selects slots between the two graphs."""
         if len(frames) > self.batch.max:
-            parts = [self(frames[i: i + self.batch.max])
-                     for i in range(0, len(frames), self.batch.max)]
-            return PoseResult(keypoints=np.concatenate([p.keypoints for p in parts]))
-        return self.postprocess(*self.inference(self.preprocess(frames)))
+            return PendingPose.ready(concat_results(
+                [self.submit(frames[i: i + self.batch.max]).result()
+                 for i in range(0, len(frames), self.batch.max)]))
+        return PendingPose.ready(self.postprocess(*self.inference(self.preprocess(frames))))
 
     def close(self) -> None:
         """Closes the backends this pipeline opened (not the one it was handed). Idempotent."""
