@@ -52,8 +52,26 @@ def error_line(err: BaseException) -> str:
     return in_cli_words(" ".join(message.split()) or type(err).__name__)
 
 
+#: Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_EXIT_CODE = 130
+
+# Errors that mean "the user stopped it" rather than "something is wrong": exit 130 with their
+# message. (module, class) pairs as in _USER_ERRORS; KeyboardInterrupt and its subclasses are
+# always included.
+_INTERRUPTS: list[tuple[str, str]] = [
+    ("dlc_runtime.errors", "AnalysisInterrupted"),  # Ctrl-C after a checkpoint was saved
+]
+
+
+def interrupt_types() -> tuple[type, ...]:
+    """The exception types that end a command with 'Interrupted: ...' and exit code 130."""
+    found = [getattr(sys.modules.get(module), name, None) for module, name in _INTERRUPTS]
+    return tuple(cls for cls in found if isinstance(cls, type)) + (KeyboardInterrupt,)
+
+
 def one_line_errors(command):
-    """Decorator: known errors -> 'Error: <message>' on stderr and exit code 1."""
+    """Decorator: known errors -> 'Error: <message>' on stderr and exit code 1; Ctrl-C ->
+    'Interrupted: <message>' and exit code 130, never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -61,8 +79,42 @@ def one_line_errors(command):
             return command(*args, **kwargs)
         except click.exceptions.ClickException:
             raise
-        except _user_error_types() as err:  # evaluated after the command imported its modules
-            click.echo(f"Error: {error_line(err)}", err=True)
-            sys.exit(1)
+        except BaseException as err:  # the types are known only once the command ran
+            if isinstance(err, interrupt_types()):
+                message = error_line(err) if str(err) else "stopped by Ctrl-C"
+                click.echo(f"Interrupted: {message}", err=True)
+                sys.exit(INTERRUPTED_EXIT_CODE)
+            if isinstance(err, _user_error_types()):
+                click.echo(f"Error: {error_line(err)}", err=True)
+                sys.exit(1)
+            raise
 
     return wrapper
+
+
+# click >= 8.2 raises this for a group called without a command (older ones print the help).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class OneLineGroup(click.Group):
+    """The ``dlc`` command group: a usage error (a bad option value, an unknown option, a
+    missing argument) ends, like every other bad input, with one ``Error: ...`` line and exit
+    code 1, instead of click's usage block and exit code 2. ``-h`` still shows the usage."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS_IS_HELP as err:  # `dlc` alone: the help, as usual
+            click.echo(err.ctx.get_help() if err.ctx else str(err))
+            sys.exit(0)
+        except click.ClickException as err:
+            command = err.ctx.command_path if getattr(err, "ctx", None) else "dlc"
+            message = " ".join(err.format_message().split())
+            click.echo(f"Error: {message} ('{command} -h' lists the options)", err=True)
+            sys.exit(1)
+        except click.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(0)

@@ -5,11 +5,13 @@ runtime (no torch) and ``dlc --help`` is instant.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from dlc_cli.errors import in_cli_words, one_line_errors
+from dlc_cli.errors import (OneLineGroup, error_line, in_cli_words, interrupt_types,
+                            one_line_errors)
 from dlc_cli.options import parse_size
 
 
@@ -26,7 +28,7 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict:
     return overrides
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="dlc", cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dlc-deploy")
 def cli():
     """Train DeepLabCut-style pose models, export them to ONNX, analyze videos fast."""
@@ -146,6 +148,11 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
         raise click.BadParameter(f"{fmt} artifacts are {kinds} (int8: --format tensorrt)",
                                  param_hint="--precision")
     size = parse_size(input_size)
+    if output is not None:
+        from dlc_runtime.inputs import check_output_folder
+
+        # Before the model is built: a read-only folder is one line, not a failed rename.
+        check_output_folder(output.absolute().parent, "the folder of -o")
     common = dict(frames=frames, tolerance_px=tolerance,
                   allow_parity_failure=allow_parity_failure, device=device,
                   onnx_precisions=(precision,) if fmt == "onnx" and precision != "fp32"
@@ -170,10 +177,23 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path), metavar="BUNDLE")
+@click.argument("videos", nargs=-1, required=True, metavar="VIDEOS...")
+@click.option("--video-type", "video_types", multiple=True, metavar="EXT",
+              help="Only videos with this extension, e.g. mp4 (repeatable). Default: files "
+                   "as given, and every video extension DeepLabCut knows in folders and "
+                   "globs.")
+@click.option("--shuffle", default=1, show_default=True,
+              help="With a project config.yaml as BUNDLE: the shuffle whose exported bundle "
+                   "runs.")
+@click.option("--trainset-index", default=0, show_default=True,
+              help="With a project config.yaml: index into its TrainingFraction.")
+@click.option("--snapshot-index", default=None, type=int,
+              help="With a project config.yaml: the snapshot whose bundle runs (default: the "
+                   "project's snapshotindex).")
 @click.option("--dest", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: beside each video).")
+              help="Output folder (default: beside each video). Created when missing; checked "
+                   "before any work.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
@@ -195,13 +215,36 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
 @click.option("--backend-option", "backend_option", multiple=True, metavar="KEY=VALUE",
               help="Repeatable backend setting, e.g. cuda_graphs=false, ring=4 (torch on "
                    "CUDA), provider=tensorrt, io_binding=false (onnxruntime).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--start", default=None, metavar="FRAME|TIME",
+              help="First frame: an index (100) or a time (90.5s, 1:30, 1:02:03.5).")
+@click.option("--stop", default=None, metavar="FRAME|TIME",
+              help="Stop before this frame (index or time); default: the end.")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Analyze every N-th frame from --start; rows keep the video's frame indices.")
+@click.option("--strict", is_flag=True,
+              help="Stop at the first unreadable frame (default: such frames become NaN rows, "
+                   "listed in _meta.pickle).")
+@click.option("--checkpoint-seconds", type=click.FloatRange(min=1.0), default=60.0,
+              show_default=True,
+              help="Save a resumable checkpoint this often; a rerun after a crash continues "
+                   "from it.")
+@click.option("--no-resume", is_flag=True, help="Ignore checkpoints; start every video over.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 @one_line_errors
-def analyze(bundle, videos, dest, batch_size, device, backend, precision, save_as_csv,
-            overwrite, allow_truncated, decoder, backend_option, no_progress):
-    """Run a bundle over videos; write DeepLabCut-compatible .h5 results."""
+def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index, dest,
+            batch_size, device, backend, precision, save_as_csv, overwrite, allow_truncated,
+            decoder, backend_option, start, stop, stride, strict, checkpoint_seconds, no_resume,
+            no_progress):
+    """Run a bundle over videos; write DeepLabCut-compatible .h5 results.
+
+    BUNDLE is a bundle folder or a DeepLabCut project's config.yaml (its bundle exported for
+    --shuffle). VIDEOS are files, folders (their videos) and globs ("videos/*.mp4"). The bundle
+    is loaded once for all videos; a video that cannot be analyzed is reported and the others
+    are analyzed; the exit code is then 1, after a summary line.
+    """
     from dlc_cli.options import parse_backend_options
-    from dlc_runtime import analyze_video
+    from dlc_runtime.deeplabcut_api import load_bundle
+    from dlc_runtime.inputs import check_output_folder, collect_videos
 
     options = parse_backend_options(backend_option)
     if precision:
@@ -217,13 +260,58 @@ def analyze(bundle, videos, dest, batch_size, device, backend, precision, save_a
         raise click.BadParameter("bf16 runs on the torch backend only (--backend torch, a "
                                  "bundle exported with --format torch --precision bf16)",
                                  param_hint="--precision")
-    for video in videos:
-        result = analyze_video(bundle, video, dest_folder=dest, batch_size=batch_size,
-                               backend=backend, device=device, save_as_csv=save_as_csv,
-                               overwrite=overwrite, allow_truncated=allow_truncated,
-                               progress=not no_progress, backend_options=options,
-                               decoder=decoder)
-        click.echo(in_cli_words(result.summary()))
+    loaded = load_bundle(bundle, shuffle, trainset_index, snapshot_index)
+    found, problems = collect_videos(videos, list(video_types) or None)
+    if dest is not None:
+        check_output_folder(dest, "--dest")
+    _analyze_all(loaded, found, problems, dest, not no_progress, backend=backend,
+                 device=device, backend_options=options, batch_size=batch_size,
+                 save_as_csv=save_as_csv, overwrite=overwrite, allow_truncated=allow_truncated,
+                 decoder=decoder, start=start, stop=stop, stride=stride, strict=strict,
+                 checkpoint_seconds=checkpoint_seconds, resume=not no_resume)
+
+
+def _analyze_all(bundle, videos, problems, dest, progress: bool, **settings) -> None:
+    """Analyzes every video with one backend, printing each result as it comes; a failed
+    video is reported (stdout) and the next one analyzed. One video: its error is the one
+    `Error:` line. Several: a summary line, the `Error:` line (exit code 1) if any failed.
+    Ctrl-C: one line, exit code 130."""
+    from tqdm.auto import tqdm
+
+    from dlc_runtime.batch import BatchSummary, VideoAnalyzer, VideosFailedError, analyze_many
+    from dlc_runtime.errors import VideoError
+
+    def say(line: str) -> None:
+        tqdm.write(in_cli_words(line), file=sys.stdout)  # above the progress bars
+
+    single = len(videos) + len(problems) == 1
+    summary = BatchSummary()
+    with VideoAnalyzer(bundle, progress=progress, **settings) as analyzer:
+        try:
+            for outcome in analyze_many(analyzer, videos, dest, problems, progress):
+                summary.outcomes.append(outcome)
+                if outcome.result is not None:
+                    say(outcome.result.summary())
+                elif not single:  # one line per video on stdout; stderr: the one Error
+                    say(f"failed: {outcome.reason}")
+        except interrupt_types() as err:
+            done = len(summary.outcomes) - len(problems)
+            message = error_line(err) if str(err) else (
+                "stopped by Ctrl-C" + (f" during {videos[done]}" if 0 <= done < len(videos)
+                                       else "")
+                + "; rerun the same command to continue (complete results are skipped)")
+            if not single:
+                message += (f" [{len(summary.of('analyzed'))} analyzed, "
+                            f"{len(summary.of('skipped'))} skipped, {len(summary.failed)} "
+                            f"failed before it, of {len(videos) + len(problems)}]")
+            raise KeyboardInterrupt(message) from None
+    if single and summary.failed:
+        failed = summary.failed[0]
+        raise failed.error if failed.error is not None else VideoError(failed.reason)
+    if summary.failed:
+        raise VideosFailedError(summary)  # the summary, as the one `Error:` line
+    if not single:
+        say(summary.line())
 
 
 @cli.command()
@@ -244,8 +332,11 @@ def demo(output, overwrite, seed, epochs):
 
 def _add_commands() -> None:
     from dlc_cli.benchmark import benchmark
+    from dlc_cli.visualize import label_video, plot
 
     cli.add_command(benchmark)
+    cli.add_command(label_video)
+    cli.add_command(plot)
 
 
 _add_commands()

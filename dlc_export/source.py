@@ -2,6 +2,7 @@
 the default output folder and the parity frames. Every task resolves its source here."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +13,12 @@ from dlc_export.errors import ExportError
 from dlc_export.frames import frames_from_images, frames_from_project, frames_from_video
 from dlc_export.options import ExportOptions
 from dlc_export.parity import project_pcutoff
+from dlc_runtime.scorer import dlc3_scorer, find_shuffle_folder
 from dlc_train.config import read_config_as_dict
 from dlc_train.runners.snapshots import list_snapshots as _list_snapshots
+from dlc_train.task import Task
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v"}
 
@@ -41,7 +46,10 @@ def resolve_source(pytorch_config_path: str | Path, snapshot: str | Path,
     config = read_pose_config(pytorch_config_path)
     snapshot = Path(snapshot)
     project = project_config(config)
-    scorer = scorer_name(config.raw, snapshot, project)
+    detector = None
+    if config.task is Task.TOP_DOWN:  # DeepLabCut names the detector that runs with it
+        detector = options.detector_snapshot or find_detector_snapshot(snapshot)
+    scorer = scorer_name(config, snapshot, project, detector)
     frames, frames_source = parity_frames(options.frames, project)
     return ExportSource(config=config, snapshot=snapshot, project=project, scorer=scorer,
                         output=Path(output) if output is not None
@@ -49,17 +57,33 @@ def resolve_source(pytorch_config_path: str | Path, snapshot: str | Path,
                         frames=frames, frames_source=frames_source)
 
 
-def scorer_name(pytorch_config: dict, snapshot_path: Path, project_config: dict | None) -> str:
-    """DeepLabCut 3's scorer: ``DLC_<Net>_<Task><date>shuffle<n>_<snapshot>``."""
-    net = str(pytorch_config.get("net_type", "model")).replace("_", " ").title().replace(" ", "")
-    snapshot = snapshot_path.stem.replace("-", "_")
-    train_dir = snapshot_path.parent.parent.name  # <Task><date>-trainset95shuffle1
-    shuffle = train_dir.rsplit("shuffle", 1)[-1] if "shuffle" in train_dir else "1"
-    if project_config:
-        task = f"{project_config.get('Task', '')}{project_config.get('date', '')}"
+def scorer_name(config: PoseConfigView, snapshot_path: Path, project_config: dict | None,
+                detector_snapshot: Path | None = None) -> str:
+    """DeepLabCut 3's scorer for this snapshot (:func:`dlc_runtime.scorer.dlc3_scorer`), the
+    same whether the export names the project or the snapshot's path.
+
+    The shuffle comes from the shuffle folder (``<Task><date>-trainset95shuffle4``) the config
+    sits in, else the one ``metadata.pose_config_path`` names (DeepLabCut writes it: a
+    snapshot copied elsewhere with its config keeps its name); ``<Task><date>`` from the
+    project's config.yaml, else from that folder's name.
+    """
+    folder = find_shuffle_folder(config.path.resolve(), snapshot_path.resolve(),
+                                 _metadata(config.raw).get("pose_config_path"))
+    if project_config and project_config.get("Task") is not None:
+        task_date = f"{project_config['Task']}{project_config.get('date', '')}"
     else:
-        task = train_dir.split("-trainset")[0] if "-trainset" in train_dir else "model"
-    return f"DLC_{net}_{task}shuffle{shuffle}_{snapshot}"
+        task_date = folder.task_date if folder else "model"
+    if folder is None:
+        log.warning("%s: no shuffle folder (<Task><date>-trainset<pct>shuffle<n>) in its path "
+                    "or metadata.pose_config_path: the scorer cannot be DeepLabCut's",
+                    config.where)
+    return dlc3_scorer(config.net_type or "model", task_date,
+                       folder.shuffle if folder else None, snapshot_path, detector_snapshot)
+
+
+def _metadata(raw: dict) -> dict:
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def default_bundle_dir(project: dict | None, snapshot_path: Path, scorer: str) -> Path:

@@ -90,3 +90,28 @@ def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8, newlines as given) to ``final`` atomically."""
     return atomic_write_bytes(final, text.encode("utf-8"))
+
+
+class CommitOnSuccess:
+    """A writer used as a context manager: :meth:`commit` (publish under the final name) when
+    the block succeeds, :meth:`abort` (remove what was written) when it fails or the commit
+    does. Subclasses implement both."""
+
+    def commit(self) -> Path:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise

@@ -62,7 +62,8 @@ def nvdec_missing() -> str | None:
 def open_video(path: str | os.PathLike[str], *, decoder: str = "auto", device: str = "cpu",
                accepts_device_frames: bool = False, batch_size: int = 8, prefetch: int = 4,
                start: int = 0, stop: int | None = None, allow_truncated: bool = False,
-               nvdec_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+               nvdec_options: dict[str, Any] | None = None,
+               cpu_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """Open ``path`` with the decoder ``decoder`` picks (see the module docstring).
 
     Args:
@@ -75,6 +76,9 @@ def open_video(path: str | os.PathLike[str], *, decoder: str = "auto", device: s
         batch_size, prefetch, start, stop, allow_truncated: as for :class:`VideoIterator`.
         nvdec_options: further :class:`~dlc_runtime.nvdec.NvdecVideoIterator` arguments
             (``hold``, ``colour``; the tests' ``batch_device``).
+        cpu_options: further :class:`VideoIterator` arguments (``stride``,
+            ``skip_unreadable``, ``seek``); NVDEC decodes every frame, so a caller selecting
+            frames drops the others from its batches.
 
     Returns:
         (iterator, reason): the open iterator (the caller closes it; it is a context manager)
@@ -89,10 +93,11 @@ def open_video(path: str | os.PathLike[str], *, decoder: str = "auto", device: s
         raise VideoError(f"unknown decoder {decoder!r}; use one of {', '.join(DECODERS)}")
     args = dict(batch_size=batch_size, prefetch=prefetch, start=start, stop=stop,
                 allow_truncated=allow_truncated)
+    cpu_args = {**args, **(cpu_options or {})}
     gpu_id = _gpu_id(device)
 
     if decoder == "cpu":
-        return _cpu(path, args, "asked for with decoder='cpu'")
+        return _cpu(path, cpu_args, "asked for with decoder='cpu'")
     if decoder == "nvdec":
         missing = nvdec_missing()
         if missing is not None:
@@ -107,18 +112,18 @@ def open_video(path: str | os.PathLike[str], *, decoder: str = "auto", device: s
         return _chosen(iterator, "nvdec", why)
 
     if gpu_id is None:
-        return _cpu(path, args, f"the backend runs on '{device}', not on a CUDA GPU")
+        return _cpu(path, cpu_args, f"the backend runs on '{device}', not on a CUDA GPU")
     if not accepts_device_frames:
-        return _cpu(path, args, "the backend takes host frames only")
+        return _cpu(path, cpu_args, "the backend takes host frames only")
     missing = nvdec_missing()
     if missing is not None:
         from dlc_runtime.nvdec import INSTALL_HINT
 
-        return _cpu(path, args, f"{missing}; {INSTALL_HINT} to decode on the GPU")
+        return _cpu(path, cpu_args, f"{missing}; {INSTALL_HINT} to decode on the GPU")
     try:
         iterator = _nvdec(path, args, gpu_id, nvdec_options)
     except VideoError as exc:  # its advice ("use decoder='cpu'") is what happens here
-        return _cpu(path, args, str(exc).split("; ")[0])
+        return _cpu(path, cpu_args, str(exc).split("; ")[0])
     codec = f"{iterator.codec} " if iterator.codec else ""
     return _chosen(iterator, "nvdec", f"{codec}decoded on cuda:{gpu_id}, frames stay on the "
                                       "GPU for the backend")

@@ -27,4 +27,24 @@ class OutputError(DLCRuntimeError):
     """A result file could not be written, or does not read back as written (full disk)."""
 
 
-__all__ = ["DLCRuntimeError", "BundleError", "VideoError", "BackendError", "OutputError"]
+class SelectionError(DLCRuntimeError, ValueError):
+    """``start`` / ``stop`` / ``stride`` are malformed or select no frame of the video."""
+
+
+class AnalysisInterrupted(DLCRuntimeError):
+    """The analysis was stopped (Ctrl-C) after saving a checkpoint; the same call resumes it.
+
+    Attributes:
+        video: the video being analyzed.
+        frame: the first frame the resumed run will analyze.
+        checkpoint: the checkpoint's state file.
+    """
+
+    def __init__(self, message: str, video: object = None, frame: int | None = None,
+                 checkpoint: object = None) -> None:
+        super().__init__(message)
+        self.video, self.frame, self.checkpoint = video, frame, checkpoint
+
+
+__all__ = ["DLCRuntimeError", "BundleError", "VideoError", "BackendError", "OutputError",
+           "SelectionError", "AnalysisInterrupted"]

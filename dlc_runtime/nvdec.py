@@ -26,18 +26,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import queue
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from dlc_runtime.decode_thread import DecodeThread
 from dlc_runtime.errors import VideoError
 from dlc_runtime.nv12 import nv12_frame_size, nv12_to_rgb
-from dlc_runtime.video import TRUNCATION_TOLERANCE
 
 #: what to install for NVDEC decoding (named in every "missing" message).
 INSTALL_HINT = 'pip install "dlc-deploy[nvdec]"'
@@ -45,8 +40,6 @@ INSTALL_HINT = 'pip install "dlc-deploy[nvdec]"'
 DEFAULT_HOLD = 4
 #: colour conversions: "bt601" (NV12 converted as the CPU decoder does), "nvdec" (the library's).
 COLOURS = ("bt601", "nvdec")
-
-_END = object()  # sentinel: the decode thread finished normally
 
 
 def first_line(exc: BaseException) -> str:
@@ -68,7 +61,7 @@ def import_torch() -> Any:
     return torch
 
 
-class NvdecVideoIterator:
+class NvdecVideoIterator(DecodeThread):
     """Iterate over a video in batches ``(frame_indices, frames)`` decoded by NVDEC.
 
     ``frame_indices`` is a numpy (B,) int64 array, ``frames`` a contiguous (B, H, W, 3) uint8 RGB
@@ -93,34 +86,21 @@ class NvdecVideoIterator:
             class does not handle).
     """
 
+    thread_prefix = "nvdec"
+
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 8, prefetch: int = 4,
                  start: int = 0, stop: int | None = None, allow_truncated: bool = False,
                  gpu_id: int = 0, hold: int = DEFAULT_HOLD, colour: str = "bt601",
                  batch_device: str | None = None) -> None:
-        if batch_size < 1 or prefetch < 1 or hold < 1:
-            raise ValueError(f"batch_size, prefetch and hold must be >= 1, got {batch_size}, "
-                             f"{prefetch}, {hold}")
-        if start < 0 or (stop is not None and stop < start):
-            raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+        if hold < 1:
+            raise ValueError(f"hold must be >= 1, got {hold}")
         if colour not in COLOURS:
             raise ValueError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
-        self.path = Path(path)
-        self.batch_size, self.prefetch, self.hold = int(batch_size), int(prefetch), int(hold)
-        self.start = int(start)
-        self.stop = stop if stop is None else int(stop)
-        self.allow_truncated = allow_truncated
-        self.gpu_id, self.colour = int(gpu_id), colour
-        self.n_decoded = 0  # frames delivered so far (updated by the decode thread)
+        self.hold, self.gpu_id, self.colour = int(hold), int(gpu_id), colour
         self._decoder: Any = None
-        self._thread: threading.Thread | None = None
         self._ring: list[Any] = []
         self._staging: Any = None  # NV12 frames of the batch being filled (colour "bt601")
-
-        if self.path.is_dir():
-            raise VideoError(f"{self.path} is a folder, not a video: pass the video files "
-                             "(e.g. folder/*.mp4)")
-        if not self.path.is_file():
-            raise VideoError(f"cannot decode video {self.path}: file does not exist")
+        self._setup(path, batch_size, prefetch, start, stop, allow_truncated)
         nvc, torch = self._load_libraries()
         self.device = torch.device(batch_device or f"cuda:{self.gpu_id}")
         self._cuda = self.device.type == "cuda"
@@ -145,9 +125,6 @@ class NvdecVideoIterator:
         self.width, self.height = int(meta.width), int(meta.height)
         self.codec = str(getattr(meta, "codec_name", "") or "")
         self._pending_first = False  # frame `start` already sits in the first batch
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.prefetch)
-        self._stop_event = threading.Event()
-        self._done = False
         if self.expected_frames != 0:
             self._decode_first_frame()
 
@@ -164,22 +141,9 @@ class NvdecVideoIterator:
 
     # ----------------------------------------------------------------------------------------
     @property
-    def expected_frames(self) -> int | None:
-        """Frames this iterator should yield according to the metadata (None if unknown)."""
-        if self.n_frames <= 0:
-            return None
-        end = self.n_frames if self.stop is None else min(self.stop, self.n_frames)
-        return max(end - self.start, 0)
-
-    @property
     def ring_size(self) -> int:
         """Batches allocated: queued (prefetch) + held by the consumer (hold) + being filled."""
         return self.prefetch + self.hold + 1
-
-    def __len__(self) -> int:
-        """Number of batches according to the metadata."""
-        n = self.expected_frames or 0
-        return -(-n // self.batch_size)
 
     def _on_stream(self) -> contextlib.AbstractContextManager[Any]:
         stack = contextlib.ExitStack()
@@ -269,16 +233,6 @@ class NvdecVideoIterator:
         """Where decoded frames of ``batch`` are copied: the NV12 staging or the batch."""
         return self._staging if self.colour == "bt601" else batch
 
-    def _put(self, item: object) -> bool:
-        # Short timeouts so that close() is noticed even while the queue is full.
-        while not self._stop_event.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def _wanted(self) -> int:
         """Frames the next batch should hold (0: done)."""
         n = self.batch_size
@@ -312,96 +266,33 @@ class NvdecVideoIterator:
             self._sync()
         return count
 
-    def _decode_loop(self) -> None:
-        try:
-            with self._on_stream():
-                index, batches = self.start, 0
-                while not self._stop_event.is_set():
-                    n = self._wanted()
-                    if n <= 0:
-                        break
-                    batch = self._ring[batches % len(self._ring)]
-                    count = self._fill(batch, n, index)
-                    if count:
-                        indices = np.arange(index, index + count, dtype=np.int64)
-                        if not self._put((indices, batch[:count])):
-                            return
-                        index += count
-                        batches += 1
-                        self.n_decoded += count
-                    if count < n:
-                        break
-            self._check_truncation()
-            self._put(_END)
-        except BaseException as exc:  # re-raised in the consumer
-            self._put(exc)
+    def _produce(self) -> None:
+        with self._on_stream():
+            index, batches = self.start, 0
+            while not self._stop_event.is_set():  # type: ignore[union-attr]
+                n = self._wanted()
+                if n <= 0:
+                    return
+                batch = self._ring[batches % len(self._ring)]
+                count = self._fill(batch, n, index)
+                if count:
+                    indices = np.arange(index, index + count, dtype=np.int64)
+                    if not self._put((indices, batch[:count])):
+                        return
+                    index += count
+                    batches += 1
+                    self.n_decoded += count
+                if count < n:
+                    return
 
-    def _check_truncation(self) -> None:
-        expected = self.expected_frames
-        if self._stop_event.is_set() or expected is None or self.allow_truncated:
-            return
-        if self.n_decoded < expected - TRUNCATION_TOLERANCE:
-            raise VideoError(
-                f"video {self.path} is truncated: decoded {self.n_decoded} of {expected} frames; "
-                "re-encode or re-copy it, or pass allow_truncated=True to keep the frames read")
-
-    # ----------------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
-        if self._thread is not None:
-            raise RuntimeError("an NvdecVideoIterator can be iterated only once; create a new one")
+    def _check_iterable(self) -> None:
         if self._decoder is None and self.expected_frames != 0:
             raise RuntimeError("this NvdecVideoIterator is closed")
-        self._thread = threading.Thread(target=self._decode_loop, name=f"nvdec-{self.path.name}",
-                                        daemon=True)
-        self._thread.start()
-        return self._batches()
 
-    def _batches(self) -> Iterator[tuple[np.ndarray, Any]]:
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _END:
-                    self._done = True
-                    return
-                if isinstance(item, BaseException):
-                    self._done = True
-                    raise item
-                yield item  # type: ignore[misc]
-        finally:
-            if not self._done:
-                self.close()
-
-    def close(self) -> None:
-        """Stop the decode thread and release the decoder. Safe to call at any time, twice.
-
-        Batches already handed out stay valid (they keep their memory alive)."""
-        stop_event = getattr(self, "_stop_event", None)
-        if stop_event is not None:
-            stop_event.set()
-        if getattr(self, "_thread", None) is not None:
-            # Drain so a producer blocked on a full queue can see the stop flag and exit.
-            while self._thread.is_alive():
-                try:
-                    self._queue.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            self._thread.join()
+    def _release(self) -> None:
+        # Batches already handed out stay valid (they keep their memory alive).
         self._decoder = None  # its destructor frees the NVDEC session and surfaces
         self._ring, self._staging = [], None
-
-    def __enter__(self) -> NvdecVideoIterator:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # Last resort; explicit close()/with is the supported way.
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 __all__ = ["NvdecVideoIterator", "INSTALL_HINT", "DEFAULT_HOLD", "import_pynvvideocodec",

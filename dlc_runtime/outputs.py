@@ -6,10 +6,11 @@ Naming follows DeepLabCut 3: ``<video stem><scorer>.h5`` in the destination fold
 individual ``single``), coords ``x, y, likelihood``, integer index = frame number.
 
 Results stream to an HDF5 table in ``<name>.h5.part`` batch by batch (memory stays flat however
-long the video). :meth:`H5Writer.finish` then reads the whole table back and compares it with
-what was appended: HDF5 can lose writes on a full disk without raising, and a file that pandas
-reads happily but whose last frames are zeros is worse than no file. Publishing the files under
-their final names, the completion record last, is :mod:`dlc_runtime.results`' job.
+long the video; ``analyze_video`` streams them from its checkpoint's rows file).
+:meth:`H5Writer.finish` then reads the whole table back and compares it with what was
+appended: HDF5 can lose writes on a full disk without raising, and a file that pandas reads
+happily but whose last frames are zeros is worse than no file. Publishing the files under their
+final names, the completion record last, is :mod:`dlc_runtime.results`' job.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dlc_io import fsync_file, part_path
+from dlc_io import CommitOnSuccess, fsync_file, part_path
 from dlc_runtime.errors import OutputError
 
 H5_KEY = "df_with_missing"
@@ -38,7 +38,8 @@ READ_BACK_ROWS = 50_000  # rows per chunk when verifying a written table
 
 @dataclass(frozen=True)
 class ResultPaths:
-    """Where the results of one video go; ``record`` is the completion record (written last)."""
+    """Where the results of one video go; ``record`` is the completion record (written last),
+    ``checkpoint`` and ``checkpoint_rows`` exist only while the video is being analyzed."""
 
     h5: Path
     csv: Path
@@ -56,6 +57,17 @@ class ResultPaths:
         return cls(h5=folder / f"{prefix}.h5", csv=folder / f"{prefix}.csv",
                    meta=folder / f"{prefix}_meta.pickle",
                    record=folder / f"{prefix}_complete.json")
+
+    @property
+    def checkpoint(self) -> Path:
+        """The checkpoint's state file while the video is being analyzed
+        (:mod:`dlc_runtime.checkpoint`)."""
+        return self.h5.with_name(self.h5.stem + "_checkpoint.json")
+
+    @property
+    def checkpoint_rows(self) -> Path:
+        """The checkpoint's rows file."""
+        return self.h5.with_name(self.h5.stem + "_checkpoint.rows")
 
 
 def make_columns(scorer: str, bodyparts: Sequence[str], individuals: Sequence[str] = ("animal",),
@@ -92,7 +104,66 @@ class _Digest:
             (other.index.digest(), other.values.digest())
 
 
-class H5Writer:
+class RowLayout:
+    """How keypoints become the float64 values of one result row (the column order of
+    :func:`make_columns`).
+
+    Args:
+        scorer, bodyparts, individuals, unique_bodyparts, multi_animal: the column layout.
+    """
+
+    def __init__(self, scorer: str, bodyparts: Sequence[str],
+                 individuals: Sequence[str] = ("animal",), unique_bodyparts: Sequence[str] = (),
+                 multi_animal: bool = False) -> None:
+        self.columns = make_columns(scorer, bodyparts, individuals, unique_bodyparts, multi_animal)
+        self.n_individuals = len(individuals) if multi_animal else 1
+        self.n_bodyparts = len(bodyparts)
+        self.n_unique = len(unique_bodyparts)
+
+    @property
+    def n_values(self) -> int:
+        return len(self.columns)
+
+    def values(self, keypoints: np.ndarray, unique_keypoints: np.ndarray | None = None,
+               where: object = "results") -> np.ndarray:
+        """(B, n_values) float64 rows of a batch.
+
+        Args:
+            keypoints: (B, N, K, 3) x, y, likelihood; individuals beyond the layout's are
+                dropped (as DeepLabCut does).
+            unique_keypoints: (B, U, 3) or (B, 1, U, 3) when the layout has unique bodyparts.
+            where: named in the error messages.
+        """
+        kp = np.asarray(keypoints)
+        b = kp.shape[0] if kp.ndim else 0
+        if kp.ndim != 4 or kp.shape[2:] != (self.n_bodyparts, 3) \
+                or kp.shape[1] < self.n_individuals:
+            raise ValueError(f"keypoints must be (B={b}, N>={self.n_individuals}, "
+                             f"K={self.n_bodyparts}, 3), got {kp.shape}")
+        # float64 like DeepLabCut's files, so downstream tools see the dtype they expect.
+        parts = [kp[:, : self.n_individuals].reshape(b, -1).astype(np.float64)]
+        if self.n_unique:
+            if unique_keypoints is None:
+                raise ValueError(f"{where}: the layout has {self.n_unique} unique bodyparts "
+                                 "but no unique_keypoints were given")
+            u = np.asarray(unique_keypoints).reshape(b, -1)
+            if u.shape[1] != self.n_unique * 3:
+                raise ValueError(f"unique_keypoints must hold {self.n_unique} x 3 values per "
+                                 f"frame, got {np.asarray(unique_keypoints).shape}")
+            parts.append(u.astype(np.float64))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def keypoints(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The inverse of :meth:`values`: (B, N, K, 3) keypoints and (B, U, 3) unique
+        keypoints (None without unique bodyparts) of (B, n_values) rows."""
+        rows = np.asarray(values)
+        split = self.n_individuals * self.n_bodyparts * 3
+        keypoints = rows[:, :split].reshape(len(rows), self.n_individuals, self.n_bodyparts, 3)
+        unique = rows[:, split:].reshape(len(rows), self.n_unique, 3) if self.n_unique else None
+        return keypoints, unique
+
+
+class H5Writer(CommitOnSuccess):
     """Append keypoints batch by batch to ``<path>.part``; :meth:`finish` verifies it.
 
     Args:
@@ -111,10 +182,8 @@ class H5Writer:
                  multi_animal: bool = False) -> None:
         self.path = Path(path)
         self.part = part_path(self.path)
-        self.columns = make_columns(scorer, bodyparts, individuals, unique_bodyparts, multi_animal)
-        self.n_individuals = len(individuals) if multi_animal else 1
-        self.n_bodyparts = len(bodyparts)
-        self.n_unique = len(unique_bodyparts)
+        self.layout = RowLayout(scorer, bodyparts, individuals, unique_bodyparts, multi_animal)
+        self.columns = self.layout.columns
         self.n_rows = 0
         self._digest = _Digest()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,37 +209,26 @@ class H5Writer:
 
         Args:
             frame_indices: (B,) frame numbers (the h5 index).
-            keypoints: (B, N, K, 3) x, y, likelihood; individuals beyond the layout's are dropped
-                (as DeepLabCut does).
-            unique_keypoints: (B, U, 3) or (B, 1, U, 3) when the layout has unique bodyparts.
+            keypoints, unique_keypoints: as for :meth:`RowLayout.values`.
         """
+        if len(frame_indices) != np.shape(keypoints)[0]:
+            raise ValueError(f"{len(frame_indices)} frame indices for "
+                             f"{np.shape(keypoints)[0]} frames of keypoints")
+        self.append_rows(frame_indices, self.layout.values(keypoints, unique_keypoints,
+                                                           self.path))
+
+    def append_rows(self, frame_indices: np.ndarray, values: np.ndarray) -> None:
+        """Append rows already laid out: (B,) frame numbers and (B, columns) float64 values."""
         if self._store is None:
             raise RuntimeError(f"{self.path}: writer already closed")
-        kp = np.asarray(keypoints)
-        b = len(frame_indices)
-        if kp.ndim != 4 or kp.shape[0] != b or kp.shape[2:] != (self.n_bodyparts, 3) \
-                or kp.shape[1] < self.n_individuals:
-            raise ValueError(f"keypoints must be (B={b}, N>={self.n_individuals}, "
-                             f"K={self.n_bodyparts}, 3), got {kp.shape}")
-        # float64 like DeepLabCut's files, so downstream tools see the dtype they expect.
-        parts = [kp[:, : self.n_individuals].reshape(b, -1).astype(np.float64)]
-        if self.n_unique:
-            if unique_keypoints is None:
-                raise ValueError(f"{self.path}: the layout has {self.n_unique} unique bodyparts "
-                                 "but no unique_keypoints were given")
-            u = np.asarray(unique_keypoints).reshape(b, -1)
-            if u.shape[1] != self.n_unique * 3:
-                raise ValueError(f"unique_keypoints must hold {self.n_unique} x 3 values per "
-                                 f"frame, got {np.asarray(unique_keypoints).shape}")
-            parts.append(u.astype(np.float64))
-        values = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         index = np.asarray(frame_indices, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
         df = pd.DataFrame(values, columns=self.columns, index=index)
         # index=False: building the table index once in finish() is much cheaper than per batch.
         store = self._store
         self._guard(lambda: store.append(H5_KEY, df, format="table", index=False), "write")
         self._digest.update(index, values)
-        self.n_rows += b
+        self.n_rows += len(index)
 
     def finish(self) -> Path:
         """Close the table, flush it to disk and check that it reads back exactly as appended.
@@ -232,19 +290,6 @@ class H5Writer:
         with contextlib.suppress(FileNotFoundError):
             self.part.unlink()
 
-    def __enter__(self) -> H5Writer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            try:
-                self.commit()
-            except BaseException:
-                self.abort()
-                raise
-        else:
-            self.abort()
 
 
 def write_csv_from_h5(h5_path: str | os.PathLike[str], csv_path: str | os.PathLike[str],
@@ -310,5 +355,5 @@ def build_meta(*, start: float, stop: float, scorer: str, fps: float, batch_size
     return data
 
 
-__all__ = ["H5_KEY", "COORDS", "ResultPaths", "make_columns", "H5Writer", "write_csv_from_h5",
-           "write_meta_pickle", "build_meta"]
+__all__ = ["H5_KEY", "COORDS", "ResultPaths", "make_columns", "RowLayout", "H5Writer",
+           "write_csv_from_h5", "write_meta_pickle", "build_meta"]

@@ -8,6 +8,10 @@ is the one it describes. An ``.h5`` without a matching record (a run that died b
 renames, an older version's result) is analyzed again, and the new files replace it only once
 they are complete.
 
+``analyze_video`` removes a video's checkpoint (:mod:`dlc_runtime.checkpoint`) only after the
+record is written: a run killed between two renames leaves an ``.h5`` without a record and the
+finished checkpoint, from which the rerun writes and publishes the results again.
+
 A rerun that finds a complete result writes what is missing from it (the ``.csv`` asked for
 now, a deleted ``_meta.pickle``) from the finished ``.h5`` and the facts the record keeps,
 without analyzing the video again.
@@ -24,6 +28,7 @@ from typing import Any
 
 from dlc_io import atomic_write_text, fsync_file, part_path
 from dlc_runtime.bundle import sha256_file
+from dlc_runtime.checkpoint import crash_point
 from dlc_runtime.outputs import ResultPaths, write_csv_from_h5
 
 RECORD_VERSION = 1
@@ -119,6 +124,7 @@ class ResultStage:
         for kind in KINDS:
             if kind in self.staged:
                 os.replace(self.staged.pop(kind), self.final(kind))
+                crash_point(f"publish:{kind}")
         record = {"version": RECORD_VERSION, **record, "files": files}
         atomic_write_text(self.paths.record, json.dumps(record, indent=1, default=str) + "\n")
         return record

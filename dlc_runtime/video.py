@@ -1,34 +1,33 @@
-"""Threaded video decoding into batches of uint8 RGB frames.
+"""Threaded video decoding with OpenCV into batches of uint8 RGB frames.
 
-A decode thread reads frames with OpenCV and pushes whole batches into a bounded queue; the
-consumer (inference) pulls them. OpenCV releases the GIL while decoding, so decode and inference
-overlap, and the bounded queue keeps memory flat whatever the video length.
+A decode thread (:class:`~dlc_runtime.decode_thread.DecodeThread`) reads frames with OpenCV and
+pushes whole batches into a bounded queue; the consumer (inference) pulls them. OpenCV releases
+the GIL while decoding, so decode and inference overlap, and the bounded queue keeps memory flat
+whatever the video length.
+
+Every ``stride``-th frame is read; the frames between are skipped with ``grab()`` (demuxed and
+decoded, but never converted or copied). With ``skip_unreadable`` a frame the decoder cannot
+read does not end the video: the iterator reopens the file and seeks past the damage (trying
+further and further ahead, then narrowing down to the first frame that reads), and records the
+frames it could not read in :attr:`VideoIterator.unreadable`; the consumer sees a gap in the
+frame indices. A decoder that conceals damage (garbage pixels, no error) cannot be detected
+here, nor can a container that silently drops frames it cannot parse.
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-from types import TracebackType
 
 import cv2
 import numpy as np
 
+from dlc_runtime.decode_thread import TRUNCATION_TOLERANCE, DecodeThread
 from dlc_runtime.errors import VideoError
-
-#: mp4/avi frame counts in the container metadata are often off by one or two frames (edit lists,
-#: B-frame delay); a shortfall this small is not called truncation.
-TRUNCATION_TOLERANCE = 2
-
-_END = object()  # sentinel: the decode thread finished normally
 
 Batch = tuple[np.ndarray, np.ndarray]
 
 
-class VideoIterator:
+class VideoIterator(DecodeThread):
     """Iterate over a video in batches ``(frame_indices, frames)``.
 
     ``frame_indices`` is (B,) int64, ``frames`` is (B, H, W, 3) uint8 RGB.
@@ -40,6 +39,15 @@ class VideoIterator:
         start: first frame index to read.
         stop: frame index to stop before (None = end of the video).
         allow_truncated: accept a video that ends before its metadata frame count.
+        stride: read every ``stride``-th frame from ``start`` (indices stay the video's).
+        skip_unreadable: go on past frames that cannot be read (module docstring) and never
+            call the video truncated; the frames missing are listed in :attr:`unreadable`.
+        seek: reach ``start`` by seeking (fast; frame-accurate for well-formed files). False
+            reads every frame from the first one (slow, exact whatever the file).
+
+    Attributes:
+        unreadable: ``(first, stop)`` ranges of frame indices that could not be read (only with
+            ``skip_unreadable``; a short tail within the metadata's usual error is not listed).
 
     Use as a context manager (or call :meth:`close`) so the decode thread stops even when the
     consumer breaks out early::
@@ -50,42 +58,29 @@ class VideoIterator:
     """
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 8, prefetch: int = 4,
-                 start: int = 0, stop: int | None = None, allow_truncated: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
-        if start < 0 or (stop is not None and stop < start):
-            raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
-        self.path = Path(path)
-        self.batch_size = int(batch_size)
-        self.prefetch = int(prefetch)
-        self.start = int(start)
-        self.allow_truncated = allow_truncated
-        self.n_decoded = 0  # frames delivered so far (updated by the decode thread)
-
-        if self.path.is_dir():
-            raise VideoError(f"{self.path} is a folder, not a video: pass the video files "
-                             "(e.g. folder/*.mp4)")
-        if not self.path.is_file():
-            raise VideoError(f"cannot decode video {self.path}: file does not exist")
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            self._cap.release()
-            raise VideoError(f"cannot decode video {self.path}: OpenCV cannot open it (corrupt, "
-                             "truncated or unsupported codec); re-encode it, e.g. "
-                             "`ffmpeg -i in.mp4 -c:v libx264 out.mp4`")
+                 start: int = 0, stop: int | None = None, allow_truncated: bool = False,
+                 stride: int = 1, skip_unreadable: bool = False, seek: bool = True) -> None:
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self._setup(path, batch_size, prefetch, start, stop, allow_truncated)
+        self.stride = int(stride)
+        self.skip_unreadable = skip_unreadable
+        self.unreadable: list[tuple[int, int]] = []
+        self._cap = self._open()
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         # Metadata only: the true count is known once decoding ends (see n_decoded).
         self.n_frames = max(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
-        self.stop = stop if stop is None else int(stop)
 
         if self.start > 0 and self.expected_frames != 0:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.start)
-            if int(self._cap.get(cv2.CAP_PROP_POS_FRAMES)) != self.start:
-                self._cap.release()
-                raise VideoError(f"cannot decode video {self.path}: seeking to frame "
-                                 f"{self.start} failed; re-encode the video or use start=0")
+            if seek:
+                if not self._seek(self._cap, self.start):
+                    self._cap.release()
+                    raise VideoError(f"cannot decode video {self.path}: seeking to frame "
+                                     f"{self.start} failed; re-encode the video or use start=0")
+            else:
+                for _ in range(self.start):
+                    if not self._cap.grab():
+                        break
         # Read the first frame here, in the caller's thread, so that an undecodable video fails
         # at construction with a clear error and width/height come from real pixels.
         self._first: np.ndarray | None = None
@@ -102,141 +97,117 @@ class VideoIterator:
             self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
             self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
 
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.prefetch)
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._done = False
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise VideoError(f"cannot decode video {self.path}: OpenCV cannot open it (corrupt, "
+                             "truncated or unsupported codec); re-encode it, e.g. "
+                             "`ffmpeg -i in.mp4 -c:v libx264 out.mp4`")
+        return cap
+
+    @staticmethod
+    def _seek(cap: cv2.VideoCapture, index: int) -> bool:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        return int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == index
 
     # ----------------------------------------------------------------------------------------
-    @property
-    def expected_frames(self) -> int | None:
-        """Frames this iterator should yield according to the metadata (None if unknown)."""
-        if self.n_frames <= 0:
-            return None  # no metadata count: read until the decoder says stop, check nothing
-        end = self.n_frames if self.stop is None else min(self.stop, self.n_frames)
-        return max(end - self.start, 0)
-
-    def __len__(self) -> int:
-        """Number of batches according to the metadata."""
-        n = self.expected_frames or 0
-        return -(-n // self.batch_size)
-
     def _read_frame(self) -> np.ndarray | None:
-        """The next BGR frame, or None at the end. Runs in the decode thread."""
+        """The next selected BGR frame, or None where none can be read. Decode thread only."""
         if self._first is not None:
             frame, self._first = self._first, None
             return frame
+        for _ in range(self.stride - 1):  # skipped frames are never converted or copied
+            if not self._cap.grab():
+                return None
         ok, frame = self._cap.read()
         return frame if ok else None
 
-    def _put(self, item: object) -> bool:
-        # Short timeouts so that close() is noticed even while the queue is full.
-        while not self._stop_event.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _decode_loop(self) -> None:
-        try:
-            limit = self.stop - self.start if self.stop is not None else None
-            index = self.start
-            while not self._stop_event.is_set():
-                n = self.batch_size if limit is None else min(self.batch_size,
-                                                              limit - self.n_decoded)
-                if n <= 0:
-                    break
-                frames = np.empty((n, self.height, self.width, 3), dtype=np.uint8)
-                count = 0
-                while count < n:
-                    frame = self._read_frame()
-                    if frame is None:
+    def _produce(self) -> None:
+        end, index = self.end, self.start
+        while not self._stop_event.is_set():  # type: ignore[union-attr]
+            n = self.batch_size if end is None else min(self.batch_size,
+                                                         -(-(end - index) // self.stride))
+            if n <= 0:
+                return
+            frames = np.empty((n, self.height, self.width, 3), dtype=np.uint8)
+            indices = np.empty(n, dtype=np.int64)
+            count, finished = 0, False
+            while count < n:
+                frame = self._read_frame()
+                if frame is None:
+                    index = self._skip_damage(index, end)
+                    if index is None or (end is not None and index >= end):
+                        finished = True
                         break
-                    if frame.shape[:2] != (self.height, self.width):
-                        raise VideoError(
-                            f"cannot decode video {self.path}: frame {index + count} is "
-                            f"{frame.shape[1]}x{frame.shape[0]}, expected "
-                            f"{self.width}x{self.height} (variable resolution); re-encode it")
-                    # Convert straight into the batch buffer: no per-frame allocation.
-                    cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=frames[count])
-                    count += 1
-                if count:
-                    indices = np.arange(index, index + count, dtype=np.int64)
-                    if not self._put((indices, frames[:count])):
-                        return
-                    index += count
-                    self.n_decoded += count
-                if count < n:
-                    break
-            self._check_truncation()
-            self._put(_END)
-        except BaseException as exc:  # re-raised in the consumer
-            self._put(exc)
-        finally:
-            self._cap.release()
+                    frame, self._first = self._first, None
+                if frame.shape[:2] != (self.height, self.width):
+                    raise VideoError(
+                        f"cannot decode video {self.path}: frame {index} is "
+                        f"{frame.shape[1]}x{frame.shape[0]}, expected "
+                        f"{self.width}x{self.height} (variable resolution); re-encode it")
+                # Convert straight into the batch buffer: no per-frame allocation.
+                cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=frames[count])
+                indices[count] = index
+                count += 1
+                index += self.stride
+            if count:
+                if not self._put((indices[:count], frames[:count])):
+                    return
+                self.n_decoded += count
+            if finished:
+                return
+
+    def _skip_damage(self, index: int, end: int | None) -> int | None:
+        """Frame ``index`` cannot be read: the next selected frame that can (the capture then
+        stands after it, the frame in ``_first``), or None at the end of the video. Records
+        what was skipped in :attr:`unreadable`."""
+        if not self.skip_unreadable or end is None or index >= end - TRUNCATION_TOLERANCE:
+            return None  # the end (a metadata count a frame or two high is usual)
+        # Try 1, 2, 4... selected frames further on, then narrow down between the last failure
+        # and the first success: damage is usually one stretch of the file.
+        bad, good, step = index, None, 1
+        while good is None:
+            probe = index + step * self.stride
+            if probe >= end:
+                break
+            if self._try_at(probe):
+                good = probe
+            else:
+                bad, step = probe, step * 2
+        if good is not None:
+            while good - bad > self.stride:
+                middle = bad + (good - bad) // self.stride // 2 * self.stride
+                if self._try_at(middle):
+                    good = middle
+                else:
+                    bad = middle
+            if not self._try_at(good):  # leave the capture just after `good`
+                good = None
+        self.unreadable.append((index, end if good is None else good))
+        return good
+
+    def _try_at(self, index: int) -> bool:
+        """Reopen the file at frame ``index`` and read it into ``_first``."""
+        self._cap.release()
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened() or not self._seek(self._cap, index):
+            return False
+        ok, frame = self._cap.read()
+        self._first = frame if ok and frame is not None else None
+        return self._first is not None
 
     def _check_truncation(self) -> None:
-        expected = self.expected_frames
-        if self._stop_event.is_set() or expected is None or self.allow_truncated:
-            return
-        if self.n_decoded < expected - TRUNCATION_TOLERANCE:
-            raise VideoError(
-                f"video {self.path} is truncated: decoded {self.n_decoded} of {expected} frames; "
-                "re-encode or re-copy it, or pass allow_truncated=True to keep the frames read")
+        if not self.skip_unreadable:  # otherwise the missing frames are in `unreadable`
+            super()._check_truncation()
 
-    # ----------------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Batch]:
-        if self._thread is not None:
-            raise RuntimeError("a VideoIterator can be iterated only once; create a new one")
-        self._thread = threading.Thread(target=self._decode_loop, name=f"decode-{self.path.name}",
-                                        daemon=True)
-        self._thread.start()
-        return self._batches()
+    def _thread_exit(self) -> None:
+        self._cap.release()
 
-    def _batches(self) -> Iterator[Batch]:
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _END:
-                    self._done = True
-                    return
-                if isinstance(item, BaseException):
-                    self._done = True
-                    raise item
-                yield item  # type: ignore[misc]
-        finally:
-            if not self._done:
-                self.close()
-
-    def close(self) -> None:
-        """Stop the decode thread and release the file. Safe to call at any time, twice."""
-        self._stop_event.set()
-        if self._thread is not None:
-            # Drain so a producer blocked on a full queue can see the stop flag and exit.
-            while self._thread.is_alive():
-                try:
-                    self._queue.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            self._thread.join()
-        else:
-            self._cap.release()
-
-    def __enter__(self) -> VideoIterator:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # Last resort; explicit close()/with is the supported way.
-        try:
-            self.close()
-        except Exception:
-            pass
+    def _release(self) -> None:
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
 
 
 __all__ = ["VideoIterator", "TRUNCATION_TOLERANCE"]

@@ -82,6 +82,8 @@ def test_result_line_is_printed_once_with_progress(bundle, video, tmp_path):
 def _fail_third_append(monkeypatch, how: str) -> None:
     """The HDF5 writer fails on its third batch: raising ENOSPC, or (as PyTables did on a full
     disk) silently storing zeros instead of the values."""
+    # The .h5 is written from the checkpoint's rows in chunks of READ_ROWS: 8 makes 5 appends.
+    monkeypatch.setattr("dlc_runtime.checkpoint.READ_ROWS", 8)
     original = pd.HDFStore.append
     calls = {"n": 0}
 
@@ -117,6 +119,10 @@ FAULTS = {
 }
 
 
+def _no_decoding(*args, **kwargs):
+    raise AssertionError("the video was decoded again")
+
+
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("earlier", [False, True], ids=["fresh", "over-earlier-result"])
 def test_a_failed_write_leaves_nothing_under_final_names(bundle, video, tmp_path, monkeypatch,
@@ -130,10 +136,17 @@ def test_a_failed_write_leaves_nothing_under_final_names(bundle, video, tmp_path
         args = ["--save-as-csv"] + (["--overwrite"] if earlier else [])
         line = one_error_line(_analyze(bundle, video, tmp_path, *args), fragment)
     assert "nothing was written under" in line
-    # Fresh: no file at all (no .part either); over an earlier result: it is byte-identical.
-    assert _snapshot(tmp_path) == before
-    # A rerun analyzes (a failed run is never "already analyzed") and completes.
-    again = _analyze(bundle, video, tmp_path, "--save-as-csv")
+    # Fresh: no result file at all (no .part either); over an earlier result: it is
+    # byte-identical. The finished analysis stays in its checkpoint.
+    after = _snapshot(tmp_path)
+    kept = {name for name in after if "_checkpoint." in name}
+    assert kept == {f"{video.stem}{TOY_SCORER}_checkpoint.{ext}" for ext in ("json", "rows")}
+    assert {name: data for name, data in after.items() if name not in kept} == before
+    # A rerun is never "already analyzed" after a failed run: it writes the results from the
+    # checkpoint, without decoding the video again.
+    with monkeypatch.context() as mp:
+        mp.setattr("dlc_runtime.analysis_run.open_video", _no_decoding)
+        again = _analyze(bundle, video, tmp_path, "--save-as-csv")
     assert again.exit_code == 0, again.output
     assert ("skipped" in again.stdout) == earlier
     df = pd.read_hdf(_names(video, tmp_path)["h5"], "df_with_missing")
@@ -248,7 +261,7 @@ def test_cli_words_folder_and_truncated_video(bundle, video, tmp_path):
     full = make_test_video(tmp_path / "full.avi", n_frames=30, fourcc="MJPG")
     cut = tmp_path / "cut.avi"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size * 6 // 10])
-    res = _analyze(bundle, cut, tmp_path / "out")
+    res = _analyze(bundle, cut, tmp_path / "out", "--strict")
     if res.exit_code == 0:
         pytest.skip("this OpenCV build does not report the header frame count of a cut avi")
     line = one_error_line(res, "truncated", "--allow-truncated")

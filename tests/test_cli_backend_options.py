@@ -1,7 +1,11 @@
-"""`--backend-option KEY=VALUE` and `--decoder` of `dlc analyze` and `dlc benchmark`."""
+"""`--backend-option KEY=VALUE`, `--decoder` and the frame selection options of `dlc analyze`
+and `dlc benchmark`."""
 from __future__ import annotations
 
 import pickle
+
+import numpy as np
+import pandas as pd
 
 import click
 import pytest
@@ -69,3 +73,17 @@ def test_benchmark_with_backend_options(toy, tmp_path):
     res = invoke(["benchmark", bundle, video, "--no-progress", "--out", tmp_path,
                   "--backend-option", "ring=2"])
     one_error_line(res, "has no option 'ring'")
+
+
+def test_analyze_frame_selection_options(toy, tmp_path):
+    bundle, video = toy
+    res = invoke(["analyze", bundle, video, "--dest", tmp_path / "sel", "--no-progress",
+                  "--start", "2", "--stop", "10", "--stride", "3"])
+    assert res.exit_code == 0, res.output
+    selected = pd.read_hdf(next((tmp_path / "sel").glob("*.h5")), "df_with_missing")
+    assert list(selected.index) == [2, 5, 8]
+    invoke(["analyze", bundle, video, "--dest", tmp_path / "all", "--no-progress"])
+    full = pd.read_hdf(next((tmp_path / "all").glob("*.h5")), "df_with_missing")
+    np.testing.assert_array_equal(selected.to_numpy(), full.loc[[2, 5, 8]].to_numpy())
+    one_error_line(invoke(["analyze", bundle, video, "--dest", tmp_path / "bad",
+                           "--no-progress", "--start", "soon"]), "soon")

@@ -194,6 +194,15 @@ def test_bundle_end_to_end(td_project, tmp_path):
     lik = df.xs("likelihood", level="coords", axis=1).to_numpy()
     xy = df.drop("likelihood", level="coords", axis=1).to_numpy()
     assert np.all((lik == 0) | np.isfinite(xy).reshape(5, -1, 2).all(-1))
+    # Multi-animal runs also write DeepLabCut's _full.pickle, with the .h5's keypoints.
+    full = pd.read_pickle(out.h5_path.with_name(out.h5_path.stem + "_full.pickle"))
+    assert full["metadata"]["all_joints_names"] == bundle.bodyparts
+    frames_in = sorted(k for k in full if k.startswith("frame"))
+    assert len(frames_in) == 5
+    first = np.asarray(full[frames_in[0]]["coordinates"][0])  # (K, N, 2) as DeepLabCut keeps it
+    h5_first = df.iloc[0].to_numpy().reshape(2, len(bundle.bodyparts), 3)[..., :2]
+    np.testing.assert_allclose(np.nan_to_num(first.transpose(1, 0, 2)), np.nan_to_num(h5_first),
+                               atol=1e-4)
 
 
 # 4 (below the old fixed opt of 8) in the fast tier; 16 in the full one.

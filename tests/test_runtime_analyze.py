@@ -160,12 +160,13 @@ def test_batch_padding_and_splitting(tmp_path: Path, video: Path) -> None:
                                atol=1e-3)
 
 
-def test_truncated_video_leaves_nothing(bundle: Path, tmp_path: Path) -> None:
+def test_truncated_video_leaves_nothing_when_strict(bundle: Path, tmp_path: Path) -> None:
+    # Without strict the frames that decode are analyzed (tests/test_analyze_damaged.py).
     full = make_test_video(tmp_path / "full.avi", n_frames=30, fourcc="MJPG")
     cut = tmp_path / "cut.avi"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size * 6 // 10])
     with pytest.raises(VideoError, match="truncated|cannot decode"):
-        analyze_video(bundle, cut, progress=False)
+        analyze_video(bundle, cut, progress=False, strict=True)
     assert not list(tmp_path.glob("cut*.h5*")) and not list(tmp_path.glob("*.part"))
 
 

@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from dlc_runtime.testing import make_test_video, make_toy_bundle
+from helpers.blocked import run_blocked
 
 REPO = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent(
-    """
-    import sys
+SCRIPT = """
+from dlc_runtime import analyze_video
 
-    BLOCKED = ("torch", "dlc_train", "dlc_export")
-
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Block())
-
-    import dlc_runtime
-    from dlc_runtime import analyze_video
-
-    res = analyze_video(sys.argv[1], sys.argv[2], save_as_csv=True, progress=False)
-    assert res.n_frames == 6, res
-    leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-    assert not leaked, leaked
-    print("OK", res.fps)
-    """
-)
+res = analyze_video(sys.argv[1], sys.argv[2], save_as_csv=True, progress=False)
+assert res.n_frames == 6, res
+assert not leaked(), leaked()
+print("OK", res.fps)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +30,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_runtime_runs_without_torch(inputs: tuple[Path, Path]) -> None:
     bundle, video = inputs
-    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, PYTHONPATH=pythonpath)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(bundle), str(video)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_blocked(SCRIPT, bundle, video)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("OK")
 

@@ -16,6 +16,7 @@ from dlc_train.synthetic.motion import inside, sample_frame_poses
 from dlc_train.synthetic.project import _streams
 from dlc_train.synthetic.render import (animal_masks, draw_animals, make_background,
                                         sample_appearance)
+from helpers.frames import read_video_frames
 
 SMALL = dict(width=128, height=96, num_labeled_frames=6, num_video_frames=20, fps=30)
 
@@ -82,15 +83,7 @@ def test_config_yaml(project):
 
 
 def test_video_frames_and_ground_truth(project):
-    cap = cv2.VideoCapture(str(project.video_path))
-    assert cap.isOpened()
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_video_frames(project.video_path)
     assert len(frames) == SMALL["num_video_frames"]
     assert frames[0].shape == (SMALL["height"], SMALL["width"], 3)
     truth = load_ground_truth(project.ground_truth_path)

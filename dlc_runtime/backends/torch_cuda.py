@@ -190,7 +190,10 @@ class CudaRunner:
             for _ in range(WARMUP_CALLS):
                 self.module(*static)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.compute):
+            # thread_local: the NVDEC decode thread keeps working on its own stream meanwhile;
+            # in "global" mode its CUDA calls would be refused during the capture.
+            with torch.cuda.graph(graph, stream=self.compute,
+                                  capture_error_mode="thread_local"):
                 outputs = _as_tuple(self.module(*static))
         except Exception as exc:  # capture errors come as RuntimeError from many places
             self.uncapturable.add(tuple(tuple(t.shape) for t in inputs))

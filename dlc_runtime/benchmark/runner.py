@@ -117,9 +117,9 @@ def end_to_end(bundle: Bundle, video: Path, backend: str, device: str, precision
                scratch: Path, decoder: str = "auto",
                backend_options: dict[str, Any] | None = None) -> EndToEnd:
     """One run of the analysis loop (:func:`~dlc_runtime.pipelines.base.stream_poses`, one
-    batch in flight, as ``analyze_video`` runs it). The stages of a batch are what the loop spent between reading one
-    batch's keypoints and the next's: waiting for decoded frames, handing them over, waiting
-    for the backend, the pipeline's host steps, writing."""
+    batch in flight, as ``analyze_video`` runs it). The stages of a batch are what the loop
+    spent between reading one batch's keypoints and the next's: waiting for decoded frames,
+    handing them over, waiting for the backend, the pipeline's host steps, writing."""
     clock = StageClock()
     engine = TimedBackend(make_backend(bundle, backend, device,
                                        **_options(bundle, precision, backend_options)), clock)
@@ -129,8 +129,9 @@ def end_to_end(bundle: Bundle, video: Path, backend: str, device: str, precision
                       bundle.individuals, bundle.unique_bodyparts, bundle.multi_animal)
     counted, start, waits = 0, None, [0.0]
     try:
-        frames_iter, reason = open_video(video, decoder=decoder, device=device, batch_size=batch_size,
-                                    accepts_device_frames=pipeline.accepts_device_frames)
+        frames_iter, reason = open_video(
+            video, decoder=decoder, device=device, batch_size=batch_size,
+            accepts_device_frames=pipeline.accepts_device_frames)
         before = time.perf_counter()
         for i, (indices, result) in enumerate(stream_poses(pipeline, _timed(frames_iter, waits))):
             got = time.perf_counter()
