@@ -18,6 +18,7 @@ on them), exported once with ``dlc export``'s defaults; or any ``--bundle``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -112,6 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     options = {} if args.threads is None else {"intra_op_threads": args.threads}
+    load_before = os.getloadavg()  # a shared machine's other work shows in the p99
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or demo_bundle(Path(tmp), sizes[0][1], sizes[0][0])
         scorer = Bundle.load(bundle).scorer
@@ -129,6 +131,8 @@ def main() -> None:
               "variants": {"pipeline": "pipeline(rgb[None]) directly (baseline)",
                            "live_bgr": "DLCLive.get_pose(bgr frame), converted to RGB",
                            "live_rgb": "DLCLive(convert2rgb=False).get_pose(rgb frame)"},
+              "load_average_1min": {"before": round(load_before[0], 2),
+                                    "after": round(os.getloadavg()[0], 2)},
               "rows": rows}
     print(f"-> {save_result(args.name, result)}")
 
