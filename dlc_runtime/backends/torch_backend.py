@@ -43,7 +43,7 @@ NO_ARTIFACT_HINT = "this bundle has no torch artifact: re-export with --format t
 
 
 def torch_graph_name(precision: str, graph: str = "pose") -> str:
-    """The manifest name of ``graph``'s torch artifact of ``precision`` ("fp32" or "fp16")."""
+    """The manifest name of ``graph``'s torch artifact of ``precision`` ("fp32", "fp16" or "bf16")."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     return f"{graph}{TORCH_GRAPH_INFIX}{precision}"
