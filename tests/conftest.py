@@ -82,3 +82,21 @@ def openfield_copy(tmp_path_factory):
     dest = tmp_path_factory.mktemp("openfield") / src.name
     shutil.copytree(src, dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def truncated_avi(tmp_path_factory):
+    """A 30-frame MJPG avi cut to 60 % of its bytes: it opens, announces 30 frames in its
+    header, then ends early (skips where OpenCV does not report the header's count)."""
+    from dlc_runtime.testing import make_test_video
+    from dlc_runtime.video import VideoIterator
+
+    folder = tmp_path_factory.mktemp("avi")
+    full = make_test_video(folder / "full.avi", n_frames=30, fourcc="MJPG")
+    cut = folder / "cut.avi"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with VideoIterator(cut) as it:
+        if it.n_frames != 30:
+            pytest.skip("this OpenCV build does not report the header frame count of a cut avi")
+    return cut

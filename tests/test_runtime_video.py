@@ -124,18 +124,6 @@ def test_truncated_mp4(video: Path, tmp_path: Path) -> None:
             list(it)
 
 
-@pytest.fixture(scope="module")
-def truncated_avi(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # MJPG avi keeps the frame count in its header: a cut file opens, then ends early.
-    folder = tmp_path_factory.mktemp("avi")
-    full = make_test_video(folder / "full.avi", n_frames=30, fourcc="MJPG")
-    cut = folder / "cut.avi"
-    data = full.read_bytes()
-    cut.write_bytes(data[: len(data) * 6 // 10])
-    with VideoIterator(cut) as it:
-        if it.n_frames != 30:
-            pytest.skip("this OpenCV build does not report the header frame count of a cut avi")
-    return cut
 
 
 def test_truncated_avi_raises(truncated_avi: Path) -> None:

@@ -25,6 +25,7 @@ from dlc_runtime.visualize import (PLOT_NAMES, PoseTable, VisualizeError, create
                                    labeled_video_path, plot_trajectories)
 from dlc_runtime.visualize.poses import RowCursor
 from dlc_runtime.visualize.style import colormap_colors
+from helpers.frames import read_video_frames
 
 W, H, FPS, N = 160, 120, 15.0, 12
 SCORER = "DLC_Test_visOct30shuffle1_snapshot_010"
@@ -61,15 +62,7 @@ def single(tmp_path) -> tuple[Path, Path]:
 
 
 def _frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame[..., ::-1])  # RGB
-    cap.release()
-    return frames
+    return read_video_frames(path, rgb=True)
 
 
 def _close(pixel: np.ndarray, rgb) -> bool:

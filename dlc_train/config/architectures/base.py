@@ -69,12 +69,3 @@ def register(arch: Architecture) -> Architecture:
     ARCHITECTURES[arch.name] = arch
     return arch
 
-
-def register_backbone(name: str, family: str, backbone_template: Callable[[], Template]) -> None:
-    """Registers a plain backbone: its template is completed with a head by ``heads.py``."""
-    from dlc_train.config.architectures.heads import backbone_with_head
-
-    def template(shape: ProjectShape, task: Task) -> Template:
-        return backbone_with_head(backbone_template(), shape, task)
-
-    register(Architecture(name, family, template, is_backbone=True))

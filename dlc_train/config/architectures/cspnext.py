@@ -1,7 +1,7 @@
 """CSPNeXt backbones (DeepLabCut's ``config/backbones/cspnext_*.yaml``), RTMPose's backbone."""
 from __future__ import annotations
 
-from dlc_train.config.architectures.base import register_backbone
+from dlc_train.config.architectures.heads import register_backbone
 
 # net_type -> (deepen_factor, widen_factor, output channels = 1024 * widen_factor)
 CSPNEXTS = {

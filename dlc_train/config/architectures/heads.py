@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
-from dlc_train.config.architectures.base import ProjectShape, Template
+from dlc_train.config.architectures.base import Architecture, ProjectShape, Template, register
 from dlc_train.task import Task
 
 LOCREF_STD = 7.2801
@@ -114,3 +115,13 @@ def backbone_with_head(template: Template, shape: ProjectShape, task: Task) -> T
     template["model"]["heads"] = {"bodypart": head}
     template["method"] = "td" if task == Task.TOP_DOWN else "bu"
     return template
+
+
+def register_backbone(name: str, family: str, backbone_template: Callable[[], Template]) -> None:
+    """Registers a plain backbone: its template is completed with a head by
+    :func:`backbone_with_head` for the project's task."""
+
+    def template(shape: ProjectShape, task: Task) -> Template:
+        return backbone_with_head(backbone_template(), shape, task)
+
+    register(Architecture(name, family, template, is_backbone=True))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 
-from dlc_train.config.architectures.base import register_backbone
+from dlc_train.config.architectures.heads import register_backbone
 
 WIDTHS = {"hrnet_w18": 18, "hrnet_w32": 32, "hrnet_w48": 48}
 

@@ -6,7 +6,7 @@ layout), not DeepLabCut net_types.
 """
 from __future__ import annotations
 
-from dlc_train.config.architectures.base import register_backbone
+from dlc_train.config.architectures.heads import register_backbone
 
 # net_type -> (timm model name, output channels)
 RESNETS = {
