@@ -13,6 +13,7 @@ import click
 from dlc_cli.errors import (OneLineGroup, error_line, in_cli_words, interrupt_types,
                             one_line_errors)
 from dlc_cli.options import parse_size
+from dlc_cli.track import track_options, tracking_from_cli
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict:
@@ -229,24 +230,30 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
               help="Save a resumable checkpoint this often; a rerun after a crash continues "
                    "from it.")
 @click.option("--no-resume", is_flag=True, help="Ignore checkpoints; start every video over.")
+@track_options
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @one_line_errors
 def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index, dest,
             batch_size, device, backend, precision, save_as_csv, overwrite, allow_truncated,
             decoder, backend_option, start, stop, stride, strict, checkpoint_seconds, no_resume,
-            no_progress):
+            track, n_animals, track_option, no_progress):
     """Run a bundle over videos; write DeepLabCut-compatible .h5 results.
 
     BUNDLE is a bundle folder or a DeepLabCut project's config.yaml (its bundle exported for
     --shuffle). VIDEOS are files, folders (their videos) and globs ("videos/*.mp4"). The bundle
     is loaded once for all videos; a video that cannot be analyzed is reported and the others
     are analyzed; the exit code is then 1, after a summary line.
+
+    With --track, the animals of a multi-animal bundle are tracked as the frames are analyzed
+    and stitched into --n-animals tracks: <video><scorer>_el.pickle (tracklets) and _el.h5
+    (one column block per animal; _bx / _sk for the box and skeleton trackers).
     """
     from dlc_cli.options import parse_backend_options
     from dlc_runtime.deeplabcut_api import load_bundle
     from dlc_runtime.inputs import check_output_folder, collect_videos
 
     options = parse_backend_options(backend_option)
+    tracking = tracking_from_cli(track, n_animals, track_option)
     if precision:
         options["precision"] = precision
 
@@ -261,6 +268,10 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
                                  "bundle exported with --format torch --precision bf16)",
                                  param_hint="--precision")
     loaded = load_bundle(bundle, shuffle, trainset_index, snapshot_index)
+    if tracking is not None:
+        from dlc_runtime.analysis_tracking import tracking_options
+
+        tracking_options(loaded, tracking)  # a single-animal bundle: one line, before any work
     found, problems = collect_videos(videos, list(video_types) or None)
     if dest is not None:
         check_output_folder(dest, "--dest")
@@ -268,7 +279,7 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
                  device=device, backend_options=options, batch_size=batch_size,
                  save_as_csv=save_as_csv, overwrite=overwrite, allow_truncated=allow_truncated,
                  decoder=decoder, start=start, stop=stop, stride=stride, strict=strict,
-                 checkpoint_seconds=checkpoint_seconds, resume=not no_resume)
+                 checkpoint_seconds=checkpoint_seconds, resume=not no_resume, track=tracking)
 
 
 def _analyze_all(bundle, videos, problems, dest, progress: bool, **settings) -> None:
@@ -332,11 +343,13 @@ def demo(output, overwrite, seed, epochs):
 
 def _add_commands() -> None:
     from dlc_cli.benchmark import benchmark
+    from dlc_cli.track import track
     from dlc_cli.visualize import label_video, plot
 
     cli.add_command(benchmark)
     cli.add_command(label_video)
     cli.add_command(plot)
+    cli.add_command(track)
 
 
 _add_commands()

@@ -5,7 +5,8 @@ imports torch, dlc_train or dlc_export (a test enforces it), so it installs and 
 analysis machines.
 """
 
-from dlc_runtime.analyze import AnalysisResult, analyze_video
+from dlc_runtime.analysis_result import AnalysisResult
+from dlc_runtime.analyze import analyze_video
 from dlc_runtime.backends import Backend, OnnxRuntimeBackend, make_backend, register_backend
 from dlc_runtime.bundle import (SCHEMA_VERSION, BatchRange, Bundle, GraphSpec, InputSpec,
                                 Manifest, TensorSpec, sha256_file, write_manifest)

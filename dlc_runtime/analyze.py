@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlc_runtime.analysis_result import AnalysisResult
 from dlc_runtime.analysis_run import RunOptions, merge_ranges, run_video
+from dlc_runtime.analysis_tracking import (finish_tracking, start_tracking, tracking_options,
+                                           track_published)
 from dlc_runtime.backends.base import Backend
 from dlc_runtime.bundle import MANIFEST_NAME, Bundle
 from dlc_runtime.checkpoint import Checkpoint, State, crash_point, identity
@@ -35,6 +37,7 @@ from dlc_runtime.outputs import H5Writer, ResultPaths, RowLayout, build_meta, \
     write_csv_from_h5, write_meta_pickle
 from dlc_runtime.results import ResultStage, complete_missing, find_complete
 from dlc_runtime.selection import FrameSelection, Position, resolve_selection
+from dlc_runtime.tracking.options import TrackingOptions
 from dlc_runtime.video import VideoIterator
 
 logger = logging.getLogger(__name__)
@@ -42,63 +45,6 @@ logger = logging.getLogger(__name__)
 #: seconds between checkpoints by default: at most a minute of work is lost, whatever the speed
 #: of the model (a frame count would mean hours on a CPU and seconds on a GPU).
 CHECKPOINT_SECONDS = 60.0
-
-
-@dataclass
-class AnalysisResult:
-    """What :func:`analyze_video` produced. Usable as a path (``os.fspath`` gives the .h5).
-
-    Attributes:
-        h5_path: the result ``.h5``.
-        n_frames: rows written (or in the complete result found when skipped).
-        seconds: wall time of decode + inference in this call (0 when skipped).
-        fps: frames analyzed per second in this call (0 when skipped).
-        skipped: True when a complete earlier result was kept (``overwrite=False``).
-        csv_path, meta_path: the other files, when they exist.
-        added: outputs a skipped video's result lacked and got now (".csv", "_meta.pickle").
-        video: the video analyzed.
-        replaced_unrecorded: an ``.h5`` without a completion record was there and was replaced.
-        resumed_from: the frame this call resumed at (None: it did not resume).
-        unreadable: rows of frames that could not be read (NaN rows).
-    """
-
-    h5_path: Path
-    n_frames: int
-    seconds: float
-    fps: float
-    skipped: bool = False
-    csv_path: Path | None = None
-    meta_path: Path | None = None
-    added: list[str] = field(default_factory=list)
-    video: Path | None = None
-    replaced_unrecorded: bool = False
-    resumed_from: int | None = None
-    unreadable: int = 0
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.h5_path)
-
-    def summary(self) -> str:
-        """One line for the terminal."""
-        if not self.skipped:
-            notes = []
-            if self.resumed_from is not None and self.seconds == 0:
-                notes.append("decoded before: results written from the finished checkpoint")
-            elif self.resumed_from is not None:
-                notes.append(f"resumed at frame {self.resumed_from}")
-            if self.unreadable:
-                notes.append(f"{self.unreadable} frames could not be read: NaN rows, listed in "
-                             "_meta.pickle")
-            if self.replaced_unrecorded:
-                notes.append("replaced an earlier .h5 that had no completion record")
-            note = f" ({'; '.join(notes)})" if notes else ""
-            return (f"{self.video}: {self.n_frames} frames at {self.fps:.1f} frames/s -> "
-                    f"{self.h5_path}{note}")
-        if self.added:
-            return (f"{self.video}: already analyzed ({self.n_frames} frames); wrote the missing "
-                    f"{' and '.join(self.added)} from the finished .h5 -> {self.h5_path}")
-        return (f"{self.video}: skipped, already analyzed ({self.n_frames} frames) -> "
-                f"{self.h5_path} (overwrite=True analyzes it again)")
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -154,6 +100,9 @@ def analyze_video(
     checkpoint_every: int | None = None,
     checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
     resume: bool = True,
+    track: str | TrackingOptions | None = None,
+    n_animals: int | None = None,
+    track_options: dict[str, Any] | None = None,
 ) -> AnalysisResult:
     """Analyze one video with a bundle and write DeepLabCut-compatible results.
 
@@ -197,6 +146,16 @@ def analyze_video(
         checkpoint_seconds: checkpoint when this many seconds have passed since the last one
             (None: by rows only; both None: only on Ctrl-C and when decoding ends).
         resume: continue from a matching checkpoint; False starts again (dropping it).
+        track: track the animals of a multi-animal bundle: "ellipse", "box" or "skeleton" (or
+            a :class:`~dlc_runtime.tracking.options.TrackingOptions`). The tracker follows the
+            rows as they are analyzed; once the results are published the tracklets go to
+            ``<video><scorer>_el.pickle`` (``_bx``, ``_sk``) and the animals, stitched, to
+            ``<video><scorer>_el.h5`` (+ ``.csv`` with ``save_as_csv``). A complete earlier
+            result is tracked from its ``.h5`` when its tracks are missing or older.
+        n_animals: animals to stitch into (default: the bundle's individuals).
+        track_options: tracker parameters (``max_age``, ``min_hits``, ``iou_threshold``...)
+            and stitching settings (``min_length``, ``max_gap``...), see
+            :class:`~dlc_runtime.tracking.options.TrackingOptions`.
 
     Returns:
         An :class:`AnalysisResult`; ``result.h5_path`` is the ``.h5``.
@@ -208,6 +167,7 @@ def analyze_video(
     bundle = bundle_path if isinstance(bundle_path, Bundle) else Bundle.load(bundle_path)
     video_path = Path(video_path)
     paths = ResultPaths.for_video(video_path, bundle.scorer, dest_folder)
+    tracking = tracking_options(bundle, track, n_animals, track_options)
 
     record = None if overwrite else find_complete(paths)
     if record is not None:
@@ -218,9 +178,11 @@ def analyze_video(
             write_meta=lambda path, rec: write_meta_pickle(path, _meta_from_record(bundle, rec))),
             paths)
         logger.info("%s already analyzed at %s", video_path, paths.h5)
+        tracked = track_published(bundle, tracking, paths, save_as_csv) if tracking else None
         return AnalysisResult(paths.h5, done.n_frames, 0.0, 0.0, skipped=True,
                               csv_path=paths.csv if paths.csv.is_file() else None,
-                              meta_path=paths.meta, added=done.added, video=video_path)
+                              meta_path=paths.meta, added=done.added, video=video_path,
+                              tracking=tracked)
 
     # Open the video before the backend: a bad file should fail in milliseconds, not after
     # loading a model onto a GPU. The decoder that reads it is chosen once the backend says
@@ -242,6 +204,7 @@ def analyze_video(
         _say(f"{paths.h5} has no completion record (an interrupted run, or another tool's "
              "result): it is replaced once the new result is complete", progress)
     state = _resume_or_start(ckpt, resume, paths, selection, video_path, progress)
+    tracker = start_tracking(bundle, tracking, ckpt, layout, state) if tracking else None
 
     stats = None
     if state is None or not state.done:
@@ -262,6 +225,7 @@ def analyze_video(
             f"writing the results of {video_path} was interrupted; the analysis is finished "
             f"and kept in {ckpt.state_path.name}: run the same command again to write them",
             video=video_path, frame=saved.next_frame, checkpoint=ckpt.state_path) from None
+    tracked = finish_tracking(bundle, tracker, paths, save_as_csv) if tracker else None
 
     seconds = stats.seconds if stats else 0.0
     fps = stats.frames / seconds if stats and seconds > 0 else 0.0
@@ -272,7 +236,7 @@ def analyze_video(
                           video=video_path, replaced_unrecorded=unrecorded,
                           resumed_from=state.next_frame if state is not None else None,
                           unreadable=sum(len(range(a, b, selection.stride))
-                                         for a, b in saved.unreadable))
+                                         for a, b in saved.unreadable), tracking=tracked)
 
 
 def _resume_or_start(ckpt: Checkpoint, resume: bool, paths: ResultPaths,

@@ -19,7 +19,8 @@ from typing import Any
 import cv2
 from tqdm.auto import tqdm
 
-from dlc_runtime.analyze import AnalysisResult, analyze_video
+from dlc_runtime.analysis_result import AnalysisResult
+from dlc_runtime.analyze import analyze_video
 from dlc_runtime.backends.base import Backend, make_backend
 from dlc_runtime.bundle import Bundle
 from dlc_runtime.errors import DLCRuntimeError, OutputError, VideoError

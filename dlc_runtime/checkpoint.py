@@ -133,6 +133,10 @@ class Checkpoint:
         n_values: float64 values per row.
         every_frames: rows between checkpoints (None: no frame rule).
         every_seconds: seconds between checkpoints (None: no time rule).
+
+    Attributes:
+        on_append: called with ``(frame_indices, values)`` of every batch of rows appended,
+            so that a consumer (the tracker) sees exactly the rows the checkpoint holds.
     """
 
     def __init__(self, state_path: Path, rows_path: Path, identity: dict[str, Any],
@@ -152,6 +156,7 @@ class Checkpoint:
         self._file: Any = None
         self._resume_digest: Any = None  # the verified rows' digest, set by load()
         self._saved_rows, self._saved_at = 0, time.monotonic()
+        self.on_append: Callable[[np.ndarray, np.ndarray], None] | None = None
 
     # -- reading an earlier one ---------------------------------------------------------------
     def load(self) -> tuple[State | None, str | None]:
@@ -251,6 +256,8 @@ class Checkpoint:
         digest = mark.digest.copy()
         digest.update(data)
         _guard(lambda: _write_all(self._file, data), self.rows_path, "write")
+        if self.on_append is not None:
+            self.on_append(rec["index"], rec["values"])
         self.mark = Mark(mark.rows + len(index), next_frame,
                          mark.last_decoded if last_decoded is None else last_decoded, digest,
                          mark.unreadable + tuple(unreadable))
@@ -292,12 +299,14 @@ class Checkpoint:
         crash_point("checkpoint")
         return state
 
-    def rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def rows(self, keep_open: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The checkpointed rows, in chunks ``(frame_indices, values)``; raises OutputError when
-        the file no longer matches the digest."""
+        the file no longer matches the digest. The rows file is closed for writing first
+        unless ``keep_open`` (a resumed run reading its rows before appending more)."""
         state = self.saved
         assert state is not None, "save() or start() a checkpoint before reading it"
-        self.close()
+        if not keep_open:
+            self.close()
         digest = hashlib.blake2b(digest_size=16)
         left = state.rows
         with open(self.rows_path, "rb") as fh:

@@ -33,13 +33,14 @@ from dlc_io import atomic_path
 from dlc_runtime.backends.base import Backend
 from dlc_runtime.batch import BatchSummary, VideoAnalyzer, VideosFailedError, analyze_many
 from dlc_runtime.bundle import Bundle
+from dlc_runtime.deeplabcut_tracking import (analysis_tracking, convert_detections2tracklets,
+                                             stitch_tracklets)
 from dlc_runtime.errors import DLCRuntimeError, OutputError, VideoError
 from dlc_runtime.inference_runners import (DetectorInferenceRunner, InferenceRunner,
                                            PoseInferenceRunner)
 from dlc_runtime.inputs import check_output_folder, collect_images, collect_videos
 from dlc_runtime.outputs import make_columns
-from dlc_runtime.project_bundle import find_project_bundle, is_project_config, \
-    read_project_config
+from dlc_runtime.project_bundle import is_project_config, load_bundle, read_project_config
 from dlc_runtime.video import VideoIterator as _BatchedVideoIterator
 
 #: DeepLabCut arguments accepted only at these values: (value(s) meaning "not used", why not).
@@ -51,17 +52,15 @@ _NOT_HERE: dict[str, tuple[tuple[Any, ...], str]] = {
     "top_down_dynamic": ((None,), "dynamic cropping is not in the exported graphs"),
     "use_shelve": ((False,), "results always stream to the .h5 (memory stays flat)"),
     "transform": ((None,), "pre-processing is inside the exported graph"),
-    "inference_cfg": ((None,), "choose the backend with backend= and backend_options="),
     "ctd_conditions": ((None,), "a conditional top-down bundle carries its conditions model"),
     "ctd_tracking": ((False,), "CTD tracking is not supported"),
-    "calibrate": ((False,), "tracking calibration is not supported"),
-    "identity_only": ((False, None), "tracking is not run: individuals are written as found"),
-    "n_tracks": ((None,), "tracking is not run: individuals are written as found"),
-    "animal_names": ((None,), "the bundle names its individuals"),
+    "calibrate": ((False,), "tracking calibration is not supported: the tracker's parameters "
+                            "are DeepLabCut's inference_cfg defaults; pass inference_cfg= to "
+                            "change them"),
     "plotting": ((False, None), "labeled images are not made here"),
 }
 #: DeepLabCut arguments that change nothing here, accepted with any value (documented).
-_IGNORED = {"robust_nframes", "show_gpu_memory", "save_as_df", "auto_track",
+_IGNORED = {"robust_nframes", "show_gpu_memory", "save_as_df",
             "detector_batch_size", "pcutoff", "bbox_pcutoff", "plot_skeleton", "progress_bar"}
 
 
@@ -75,19 +74,6 @@ def _check_dlc_options(function: str, options: dict[str, Any]) -> None:
         if not any(value is a or (type(value) is type(a) and value == a) for a in allowed):
             raise DLCRuntimeError(f"{function}({name}={value!r}) is not supported by "
                                   f"dlc_runtime: {why}")
-
-
-def load_bundle(config: str | os.PathLike[str] | Bundle, shuffle: int = 1,
-                trainingsetindex: int = 0, snapshot_index: int | str | None = None,
-                detector_snapshot_index: int | str | None = None) -> Bundle:
-    """The bundle ``config`` names: a bundle folder (or its manifest), a loaded bundle, or a
-    DeepLabCut project's ``config.yaml`` (then its exported bundle for ``shuffle``)."""
-    if isinstance(config, Bundle):
-        return config
-    if is_project_config(config):
-        return Bundle.load(find_project_bundle(config, shuffle, trainingsetindex,
-                                               snapshot_index, detector_snapshot_index))
-    return Bundle.load(config)  # a folder, or its manifest.yaml; says what is wrong otherwise
 
 
 def _batch_size(batch_size: int | None, config: Any) -> int:
@@ -113,8 +99,13 @@ def analyze_videos(config: str | os.PathLike[str] | Bundle,
                    backend: str | Backend = "onnxruntime",
                    backend_options: dict[str, Any] | None = None, decoder: str = "auto",
                    allow_truncated: bool = False, progress: bool = True,
+                   auto_track: bool = True, n_tracks: int | None = None,
+                   animal_names: Sequence[str] | None = None, identity_only: bool = False,
+                   track_method: str | None = None, inference_cfg: dict[str, Any] | None = None,
                    **dlc_options: Any) -> str:
-    """Analyze videos into DeepLabCut's ``<video><scorer>.h5`` (+ ``_meta.pickle``, ``.csv``).
+    """Analyze videos into DeepLabCut's ``<video><scorer>.h5`` (+ ``_meta.pickle``, ``.csv``),
+    and, for a multi-animal bundle with ``auto_track`` (DeepLabCut 3's default), track and
+    stitch the animals into ``_el.pickle`` and ``_el.h5``.
 
     Args:
         config: a bundle folder or a project's ``config.yaml`` (see :func:`load_bundle`).
@@ -130,6 +121,14 @@ def analyze_videos(config: str | os.PathLike[str] | Bundle,
         overwrite: analyze again videos that have complete results.
         backend, backend_options, decoder, allow_truncated: as :func:`analyze_video`.
         progress: progress bars (one per video under a total) and messages.
+        auto_track: multi-animal bundles: track while analyzing, then stitch (a video whose
+            tracklets cannot be stitched keeps its analysis and says why in one line).
+        n_tracks, animal_names, identity_only: DeepLabCut's; see
+            :class:`~dlc_runtime.tracking.options.TrackingOptions`.
+        track_method: default the project's ``default_track_method``, else ellipse.
+        inference_cfg: tracker parameters (``max_age``, ``min_hits``, ``iou_threshold``,
+            ``boundingboxslack``...; DeepLabCut's ``inference_cfg.yaml`` keys); other keys
+            are ignored.
 
     Returns:
         The scorer (as DeepLabCut returns it).
@@ -149,14 +148,19 @@ def analyze_videos(config: str | os.PathLike[str] | Bundle,
         check_output_folder(destfolder, "destfolder")
     if device is None:  # DeepLabCut: the model's device; here the CPU unless TensorRT runs
         device = "cuda" if backend == "tensorrt" else "cpu"
+    tracking = analysis_tracking(config, bundle, auto_track, n_tracks, animal_names,
+                                 identity_only, track_method, inference_cfg)
     summary = BatchSummary()
     with VideoAnalyzer(bundle, backend=backend, device=device,
                        backend_options=backend_options, batch_size=size,
                        save_as_csv=save_as_csv, overwrite=overwrite,
                        allow_truncated=allow_truncated, decoder=decoder,
-                       progress=progress) as analyzer:
+                       progress=progress, track=tracking) as analyzer:
         for outcome in analyze_many(analyzer, found, destfolder, problems, progress):
             summary.outcomes.append(outcome)
+            tracked = outcome.result.tracking if outcome.result is not None else None
+            if tracked is not None and tracked.error and progress:
+                print(f"{outcome.result.video}: {tracked.summary()}")
     if summary.failed:
         raise VideosFailedError(summary)
     if progress:
@@ -320,4 +324,5 @@ def _write_image_predictions(bundle: Bundle, predictions: dict[str, dict[str, np
 
 __all__ = ["analyze_videos", "analyze_images", "video_inference", "VideoIterator",
            "InferenceRunner", "PoseInferenceRunner", "DetectorInferenceRunner",
-           "VideosFailedError", "load_bundle"]
+           "VideosFailedError", "load_bundle", "convert_detections2tracklets",
+           "stitch_tracklets"]

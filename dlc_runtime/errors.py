@@ -31,6 +31,10 @@ class SelectionError(DLCRuntimeError, ValueError):
     """``start`` / ``stop`` / ``stride`` are malformed or select no frame of the video."""
 
 
+class TrackingError(DLCRuntimeError, ValueError):
+    """Tracking options are malformed, or the tracklets cannot be stitched into animals."""
+
+
 class AnalysisInterrupted(DLCRuntimeError):
     """The analysis was stopped (Ctrl-C) after saving a checkpoint; the same call resumes it.
 
@@ -47,4 +51,4 @@ class AnalysisInterrupted(DLCRuntimeError):
 
 
 __all__ = ["DLCRuntimeError", "BundleError", "VideoError", "BackendError", "OutputError",
-           "SelectionError", "AnalysisInterrupted"]
+           "SelectionError", "TrackingError", "AnalysisInterrupted"]

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from dlc_runtime.bundle import Bundle
 from dlc_runtime.errors import BundleError
 from dlc_runtime.manifest import MANIFEST_NAME
 from dlc_runtime.scorer import (dlc3_scorer, list_snapshots, scorer_prefix,
@@ -181,5 +182,18 @@ def find_project_bundle(config: str | os.PathLike[str], shuffle: int = 1,
                       "and none is for the project's snapshotindex: pass the bundle folder")
 
 
+def load_bundle(config: str | os.PathLike[str] | Bundle, shuffle: int = 1,
+                trainingsetindex: int = 0, snapshot_index: int | str | None = None,
+                detector_snapshot_index: int | str | None = None) -> Bundle:
+    """The bundle ``config`` names: a bundle folder (or its manifest), a loaded bundle, or a
+    DeepLabCut project's ``config.yaml`` (then its exported bundle for ``shuffle``)."""
+    if isinstance(config, Bundle):
+        return config
+    if is_project_config(config):
+        return Bundle.load(find_project_bundle(config, shuffle, trainingsetindex,
+                                               snapshot_index, detector_snapshot_index))
+    return Bundle.load(config)  # a folder, or its manifest.yaml; says what is wrong otherwise
+
+
 __all__ = ["EXPORT_FOLDER", "ProjectConfig", "is_project_config", "read_project_config",
-           "expected_scorer", "find_project_bundle"]
+           "expected_scorer", "find_project_bundle", "load_bundle"]
