@@ -13,7 +13,7 @@ import click
 from dlc_cli.errors import (OneLineGroup, error_line, in_cli_words, interrupt_types,
                             one_line_errors)
 from dlc_cli.options import parse_size
-from dlc_cli.track import track_options, tracking_from_cli
+from dlc_cli.track import ctd_tracking_from_cli, track_options, tracking_from_cli
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict:
@@ -236,7 +236,7 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
 def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index, dest,
             batch_size, device, backend, precision, save_as_csv, overwrite, allow_truncated,
             decoder, backend_option, start, stop, stride, strict, checkpoint_seconds, no_resume,
-            track, n_animals, track_option, no_progress):
+            track, n_animals, track_option, ctd_tracking, ctd_option, no_progress):
     """Run a bundle over videos; write DeepLabCut-compatible .h5 results.
 
     BUNDLE is a bundle folder or a DeepLabCut project's config.yaml (its bundle exported for
@@ -254,6 +254,7 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
 
     options = parse_backend_options(backend_option)
     tracking = tracking_from_cli(track, n_animals, track_option)
+    ctd = ctd_tracking_from_cli(ctd_tracking, ctd_option)
     if precision:
         options["precision"] = precision
 
@@ -272,6 +273,9 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
         from dlc_runtime.analysis_tracking import tracking_options
 
         tracking_options(loaded, tracking)  # a single-animal bundle: one line, before any work
+    if ctd is not None and loaded.task != "cond_top_down":
+        raise click.BadParameter(f"needs a conditional top-down bundle; {loaded.path} is "
+                                 f"{loaded.task}", param_hint="--ctd-tracking")
     found, problems = collect_videos(videos, list(video_types) or None)
     if dest is not None:
         check_output_folder(dest, "--dest")
@@ -279,7 +283,8 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
                  device=device, backend_options=options, batch_size=batch_size,
                  save_as_csv=save_as_csv, overwrite=overwrite, allow_truncated=allow_truncated,
                  decoder=decoder, start=start, stop=stop, stride=stride, strict=strict,
-                 checkpoint_seconds=checkpoint_seconds, resume=not no_resume, track=tracking)
+                 checkpoint_seconds=checkpoint_seconds, resume=not no_resume, track=tracking,
+                 ctd_tracking=ctd)
 
 
 def _analyze_all(bundle, videos, problems, dest, progress: bool, **settings) -> None:

@@ -24,6 +24,14 @@ def track_options(command):
                           "iou_threshold=0.2, sd, oks_threshold, boundingboxslack) or a "
                           "stitching setting (min_length=10, max_gap, split_tracklets, "
                           "animal_names=a,b,c, identity_only)."),
+        click.option("--ctd-tracking", is_flag=True,
+                     help="Conditional top-down bundles: DeepLabCut's CTD tracking (each "
+                          "frame's conditions from the previous frame's poses, bottom-up "
+                          "re-seeding); animal i of the .h5 stays the same animal."),
+        click.option("--ctd-option", "ctd_option", multiple=True, metavar="KEY=VALUE",
+                     help="Repeatable, with --ctd-tracking: bu_on_lost_idv, bu_min_frequency, "
+                          "bu_max_frequency=100, threshold_bu_add=0.25, threshold_ctd, "
+                          "threshold_nms (DeepLabCut's CTDTrackingConfig)."),
     ]):
         command = decorator(command)
     return command
@@ -47,6 +55,24 @@ def tracking_from_cli(method: str | None, n_animals: int | None, items: tuple[st
         return TrackingOptions.from_settings(method, n_animals, settings)
     except TrackingError as err:
         raise click.BadParameter(str(err), param_hint="--track-option") from None
+
+
+def ctd_tracking_from_cli(enabled: bool, items: tuple[str, ...]):
+    """The CTDTrackingOptions the flags ask for (None without --ctd-tracking)."""
+    from dlc_cli.options import parse_backend_options
+
+    if not enabled:
+        if items:
+            raise click.BadParameter("needs --ctd-tracking", param_hint="--ctd-option")
+        return None
+    from dlc_runtime.errors import TrackingError
+    from dlc_runtime.pipelines.ctd_tracking import CTDTrackingOptions
+
+    settings = parse_backend_options(items, option="--ctd-option")
+    try:
+        return CTDTrackingOptions.from_dict(settings)
+    except TrackingError as err:
+        raise click.BadParameter(str(err), param_hint="--ctd-option") from None
 
 
 def _method_of(source: Path) -> str | None:

@@ -58,6 +58,7 @@ class RunOptions:
     strict: bool = False
     allow_truncated: bool = False
     progress: bool = True
+    ctd_tracking: Any = None  # CTDTrackingOptions: run a CTD bundle as CTD tracking
 
 
 @dataclass
@@ -147,7 +148,7 @@ def run_video(bundle: Bundle, video_path: Path, selection: FrameSelection, ckpt:
             options.setdefault("graph", graph)
         engine = (make_backend(bundle, opts.backend, opts.device, **options)
                   if own_backend else opts.backend)  # type: ignore[assignment]
-        pipeline = make_pipeline(bundle, engine)  # type: ignore[arg-type]
+        pipeline = _make_pipeline(bundle, engine, opts, state)  # type: ignore[arg-type]
         ckpt.info.setdefault("backend", pipeline.backend_name)
         ckpt.info.setdefault("batch_size", opts.batch_size)
         video, batches = _open(video_path, selection, ckpt, state, pipeline, opts, say)
@@ -161,6 +162,9 @@ def run_video(bundle: Bundle, video_path: Path, selection: FrameSelection, ckpt:
             for indices, result in stream_poses(pipeline, tap):
                 values = layout.values(result.keypoints, result.unique_keypoints, video_path)
                 gaps = append_batch(ckpt, indices, values, selection.stride)
+                carried = pipeline.state()  # the state these rows end in, for a resume
+                if carried is not None:
+                    ckpt.info["pipeline_state"] = carried
                 frames += len(indices)
                 bar.update(len(indices) + gaps)
                 if ckpt.due():
@@ -197,6 +201,22 @@ def run_video(bundle: Bundle, video_path: Path, selection: FrameSelection, ckpt:
         if own_backend and engine is not None:
             engine.close()
     return RunStats(frames, time.monotonic() - t0)
+
+
+def _make_pipeline(bundle: Bundle, engine: Backend, opts: RunOptions,
+                   state: State | None) -> Pipeline:
+    """The bundle's pipeline, or CTD tracking's; a resumed run continues its carried state."""
+    if opts.ctd_tracking is not None:
+        from dlc_runtime.pipelines.ctd_tracking import CTDTrackingPipeline
+
+        pipeline: Pipeline = CTDTrackingPipeline.from_options(bundle, engine,
+                                                              options=opts.ctd_tracking)
+    else:
+        pipeline = make_pipeline(bundle, engine)
+    carried = state.info.get("pipeline_state") if state is not None else None
+    if carried is not None:
+        pipeline.restore(carried)
+    return pipeline
 
 
 def _known_end(video: Any, selection: FrameSelection) -> int | None:
@@ -253,6 +273,7 @@ def _open(video_path: Path, selection: FrameSelection, ckpt: Checkpoint, state: 
 def _restart(video_path: Path, selection: FrameSelection, ckpt: Checkpoint, pipeline: Pipeline,
              opts: RunOptions, say: Callable[[str], None], why: str) -> tuple[Any, Batches]:
     say(f"{video_path}: not resuming the checkpoint ({why}); analyzing from the start")
+    pipeline.reset()  # a carried state (CTD tracking's tracks) belongs to the dropped rows
     ckpt.discard()
     ckpt.start(None, selection.start)
     ckpt.info = {"start": time.time()}

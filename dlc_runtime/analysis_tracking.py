@@ -63,6 +63,8 @@ def start_tracking(bundle: Bundle, options: TrackingOptions, ckpt: Checkpoint,
     tracker = VideoTracker(options, identity_slots=has_identity_head(bundle))
 
     def take(index, values) -> None:
+        if ckpt.mark.rows == 0 and tracker.rows:  # the analysis started again from scratch
+            tracker.reset()
         tracker.add(index, *layout.keypoints(values))
 
     if resumed is not None:

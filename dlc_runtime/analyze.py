@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,12 @@ from dlc_runtime.analysis_tracking import (finish_tracking, start_tracking, trac
 from dlc_runtime.backends.base import Backend
 from dlc_runtime.bundle import MANIFEST_NAME, Bundle
 from dlc_runtime.checkpoint import Checkpoint, State, crash_point, identity
-from dlc_runtime.errors import AnalysisInterrupted, OutputError, VideoError
+from dlc_runtime.errors import AnalysisInterrupted, BundleError, OutputError, VideoError
 from dlc_runtime.full_pickle import FullPickleWriter, full_pickle_path
 from dlc_runtime.manifest import _package_version
 from dlc_runtime.outputs import H5Writer, ResultPaths, RowLayout, build_meta, \
     write_csv_from_h5, write_meta_pickle
+from dlc_runtime.pipelines.ctd_tracking import CTDTrackingOptions
 from dlc_runtime.results import ResultStage, complete_missing, find_complete
 from dlc_runtime.selection import FrameSelection, Position, resolve_selection
 from dlc_runtime.tracking.options import TrackingOptions
@@ -103,6 +105,7 @@ def analyze_video(
     track: str | TrackingOptions | None = None,
     n_animals: int | None = None,
     track_options: dict[str, Any] | None = None,
+    ctd_tracking: bool | dict[str, Any] | CTDTrackingOptions | None = False,
 ) -> AnalysisResult:
     """Analyze one video with a bundle and write DeepLabCut-compatible results.
 
@@ -156,6 +159,11 @@ def analyze_video(
         track_options: tracker parameters (``max_age``, ``min_hits``, ``iou_threshold``...)
             and stitching settings (``min_length``, ``max_gap``...), see
             :class:`~dlc_runtime.tracking.options.TrackingOptions`.
+        ctd_tracking: a conditional top-down bundle run as DeepLabCut's CTD tracking: each
+            frame's conditions are the previous frame's poses, bottom-up re-seeds (True, or
+            :class:`~dlc_runtime.pipelines.ctd_tracking.CTDTrackingOptions` or their dict);
+            animal i of the ``.h5`` is the same animal throughout. The tracks are saved with
+            each checkpoint, so a resumed run continues them exactly.
 
     Returns:
         An :class:`AnalysisResult`; ``result.h5_path`` is the ``.h5``.
@@ -168,6 +176,10 @@ def analyze_video(
     video_path = Path(video_path)
     paths = ResultPaths.for_video(video_path, bundle.scorer, dest_folder)
     tracking = tracking_options(bundle, track, n_animals, track_options)
+    ctd = CTDTrackingOptions.build(ctd_tracking)
+    if ctd is not None and bundle.task != "cond_top_down":
+        raise BundleError(f"CTD tracking needs a conditional top-down bundle; {bundle.path} is "
+                          f"{bundle.task}: drop ctd_tracking (or use track=...)")
 
     record = None if overwrite else find_complete(paths)
     if record is not None:
@@ -196,6 +208,8 @@ def analyze_video(
     run = {"backend": backend if isinstance(backend, str) else backend.name, "device": device,
            "decoder": decoder, "backend_options": backend_options or {}, "strict": strict,
            "allow_truncated": allow_truncated}
+    if ctd is not None:  # its tracks are in the rows: another setting, other rows
+        run["ctd_tracking"] = asdict(ctd)
     ckpt = Checkpoint(paths.checkpoint, paths.checkpoint_rows,
                       identity(bundle.path / MANIFEST_NAME, video_path, selection.as_dict(), run),
                       layout.n_values, checkpoint_every, checkpoint_seconds)
@@ -210,7 +224,8 @@ def analyze_video(
     if state is None or not state.done:
         opts = RunOptions(batch_size=batch_size, backend=backend, device=device,
                           prefetch=prefetch, backend_options=backend_options, decoder=decoder,
-                          strict=strict, allow_truncated=allow_truncated, progress=progress)
+                          strict=strict, allow_truncated=allow_truncated, progress=progress,
+                          ctd_tracking=ctd)
         stats = run_video(bundle, video_path, selection, ckpt, state, layout, opts,
                           lambda msg: _say(msg, progress))
     saved = ckpt.saved

@@ -53,7 +53,6 @@ _NOT_HERE: dict[str, tuple[tuple[Any, ...], str]] = {
     "use_shelve": ((False,), "results always stream to the .h5 (memory stays flat)"),
     "transform": ((None,), "pre-processing is inside the exported graph"),
     "ctd_conditions": ((None,), "a conditional top-down bundle carries its conditions model"),
-    "ctd_tracking": ((False,), "CTD tracking is not supported"),
     "calibrate": ((False,), "tracking calibration is not supported: the tracker's parameters "
                             "are DeepLabCut's inference_cfg defaults; pass inference_cfg= to "
                             "change them"),
@@ -102,7 +101,7 @@ def analyze_videos(config: str | os.PathLike[str] | Bundle,
                    auto_track: bool = True, n_tracks: int | None = None,
                    animal_names: Sequence[str] | None = None, identity_only: bool = False,
                    track_method: str | None = None, inference_cfg: dict[str, Any] | None = None,
-                   **dlc_options: Any) -> str:
+                   ctd_tracking: bool | dict[str, Any] = False, **dlc_options: Any) -> str:
     """Analyze videos into DeepLabCut's ``<video><scorer>.h5`` (+ ``_meta.pickle``, ``.csv``),
     and, for a multi-animal bundle with ``auto_track`` (DeepLabCut 3's default), track and
     stitch the animals into ``_el.pickle`` and ``_el.h5``.
@@ -129,6 +128,8 @@ def analyze_videos(config: str | os.PathLike[str] | Bundle,
         inference_cfg: tracker parameters (``max_age``, ``min_hits``, ``iou_threshold``,
             ``boundingboxslack``...; DeepLabCut's ``inference_cfg.yaml`` keys); other keys
             are ignored.
+        ctd_tracking: a conditional top-down bundle run as DeepLabCut's CTD tracking (True,
+            or a ``CTDTrackingConfig``-like dict); see :func:`analyze_video`.
 
     Returns:
         The scorer (as DeepLabCut returns it).
@@ -155,7 +156,8 @@ def analyze_videos(config: str | os.PathLike[str] | Bundle,
                        backend_options=backend_options, batch_size=size,
                        save_as_csv=save_as_csv, overwrite=overwrite,
                        allow_truncated=allow_truncated, decoder=decoder,
-                       progress=progress, track=tracking) as analyzer:
+                       progress=progress, track=tracking,
+                       ctd_tracking=ctd_tracking) as analyzer:
         for outcome in analyze_many(analyzer, found, destfolder, problems, progress):
             summary.outcomes.append(outcome)
             tracked = outcome.result.tracking if outcome.result is not None else None

@@ -106,6 +106,17 @@ class Pipeline:
     def check_frame_size(self, width: int, height: int, source: str = "video") -> None:
         """Refuse a frame size the graphs cannot take (default: any size)."""
 
+    def state(self) -> dict | None:
+        """What a pipeline carries from one batch to the next (None: nothing, the usual case;
+        CTD tracking's tracks), saved with the analysis checkpoints as JSON."""
+        return None
+
+    def restore(self, state: dict) -> None:
+        """Continue from a :meth:`state` (a resumed analysis)."""
+
+    def reset(self) -> None:
+        """Forget any carried state: the next batch starts a new video."""
+
     def close(self) -> None:
         """Close the backends the pipeline opened itself (not the one it was handed)."""
 

@@ -22,7 +22,8 @@ class Tracklet:
     Args:
         id: the tracker's id for it (any hashable; kept for the ``_el.pickle`` keys).
         frames: (T,) frame indices, strictly increasing once sorted (duplicates are an error).
-        keypoints: (T, K, 3) x, y, likelihood; NaN x/y where a keypoint is missing.
+        keypoints: (T, K, 3) x, y, likelihood; NaN x/y where a keypoint is missing (float32
+            or float64, kept as given).
         identity: optional (T, n_individuals) identity-head scores per frame.
     """
 
@@ -31,7 +32,9 @@ class Tracklet:
     def __init__(self, id: Hashable, frames: Sequence[int] | np.ndarray, keypoints: np.ndarray,
                  identity: np.ndarray | None = None) -> None:
         frames = np.asarray(frames, dtype=np.int64).reshape(-1)
-        keypoints = np.asarray(keypoints, dtype=np.float64)
+        keypoints = np.asarray(keypoints)
+        if keypoints.dtype not in (np.float32, np.float64):  # a tracker's float32 stays so
+            keypoints = keypoints.astype(np.float64)
         if keypoints.ndim != 3 or keypoints.shape[-1] != 3:
             raise ValueError(f"tracklet {id!r}: keypoints must be (frames, keypoints, 3) "
                              f"x/y/likelihood, got shape {keypoints.shape}")

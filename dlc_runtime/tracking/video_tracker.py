@@ -68,6 +68,11 @@ class VideoTracker:
                                 "bundle has none: track with a tracker instead")
         self.options = options
         self.identity_slots = identity_slots
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything tracked: the rows start again."""
+        options = self.options
         self._store = Tracklets()
         self._tracker = None if options.identity_only else make_tracker(
             options.method, tracklets=self._store, **options.tracker_params())
