@@ -114,18 +114,27 @@ def frame_entry(keypoints: np.ndarray, unique_keypoints: np.ndarray | None = Non
     return entry
 
 
-class _StreamedDict:
+class StreamedDict:
     """Pickles as ``dict()`` followed by its items, drawn from an iterator while pickling.
 
     ``__reduce__``'s fifth element is consumed in batches by the pickler, so the items are
-    never all in memory; the unpickled object is a plain ``dict``.
+    never all in memory; the unpickled object is a plain ``dict``. Values may be
+    ``StreamedDict`` themselves (a dict of dicts, each streamed).
     """
 
-    def __init__(self, items: Iterator[tuple[str, Any]]) -> None:
+    def __init__(self, items: Iterator[tuple[Any, Any]]) -> None:
         self._items = items
 
     def __reduce__(self):
         return dict, (), None, None, self._items
+
+
+def dump_streamed(fh: Any, items: Iterator[tuple[Any, Any]]) -> None:
+    """Pickle ``items`` to ``fh`` as one dict without holding them all: no memo, which would
+    keep every value alive until the end (the values must not refer to each other)."""
+    pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True
+    pickler.dump(StreamedDict(items))
 
 
 class FullPickleWriter(CommitOnSuccess):
@@ -246,10 +255,7 @@ class FullPickleWriter(CommitOnSuccess):
 
         def dump() -> None:
             with open(self.part, "wb") as out:
-                pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-                # No memo: it would keep every frame's arrays alive until the end.
-                pickler.fast = True
-                pickler.dump(_StreamedDict(self._items()))
+                dump_streamed(out, self._items())
 
         self._guard(dump, "write", self.part)
         self._guard(lambda: fsync_file(self.part), "flush", self.part)
@@ -297,4 +303,4 @@ def write_full_pickle(path: str | os.PathLike[str], keypoints: np.ndarray,
 
 
 __all__ = ["FULL_SUFFIX", "full_pickle_path", "key_str_width", "full_metadata", "frame_entry",
-           "FullPickleWriter", "write_full_pickle"]
+           "FullPickleWriter", "write_full_pickle", "StreamedDict", "dump_streamed"]

@@ -68,7 +68,8 @@ def test_a_killed_ctd_tracking_run_resumes_its_tracks_exactly(ctd_bundle, video,
                                   check_exact=True)
 
 
-def test_ctd_tracking_needs_a_ctd_bundle_and_known_options(ctd_bundle, video, tmp_path):  # noqa: F811
+def test_ctd_tracking_needs_a_ctd_bundle_and_known_options(ctd_bundle, video,  # noqa: F811
+                                                           tmp_path):
     single = make_toy_bundle(tmp_path / "toy.bundle")
     with pytest.raises(BundleError, match="conditional top-down"):
         analyze_video(single, make_test_video(tmp_path / "v.mp4"), tmp_path,

@@ -12,7 +12,7 @@ pytest.importorskip("networkx", reason="stitching needs networkx")
 from dlc_runtime.errors import OutputError  # noqa: E402
 from dlc_runtime.tracking.el_format import (  # noqa: E402
     read_stitched_h5, read_tracklets_pickle, stitched_frame, stitched_h5_path,
-    tracklets_pickle_path, write_stitched_h5, write_tracklets_pickle)
+    tracklets_pickle_path, write_stitched_chunks, write_stitched_h5, write_tracklets_pickle)
 from dlc_runtime.tracking.stitch import (  # noqa: E402
     EdgeCost, compute_max_gap, stitch_tracklets)
 from dlc_runtime.tracking.tracklets import Tracklet  # noqa: E402
@@ -290,3 +290,15 @@ def test_stitched_frame_defaults_and_errors():
         stitched_frame(result, "s", BODYPARTS, ["only_one"])
     with pytest.raises(ValueError, match="n_frames"):
         stitched_frame(result, "s", BODYPARTS, n_frames=50)
+
+
+def test_stitched_table_written_in_blocks_equals_the_whole(tmp_path):
+    pieces, _, _ = two_animals_in_pieces()
+    result = stitch_tracklets(pieces, n_tracks=2, min_length=10)
+    whole = stitched_frame(result, "s", BODYPARTS, n_frames=100)
+    blocks = [whole.iloc[i:i + 33] for i in range(0, 100, 33)]
+    h5 = write_stitched_chunks(tmp_path / "v_el.h5", blocks, tmp_path / "v_el.csv")
+    pd.testing.assert_frame_equal(read_stitched_h5(h5), whole, check_index_type=False)
+    csv = pd.read_csv(tmp_path / "v_el.csv", header=[0, 1, 2, 3], index_col=0)
+    np.testing.assert_allclose(csv.to_numpy(), whole.to_numpy())
+    assert not list(tmp_path.glob("*.part"))

@@ -20,10 +20,11 @@ per keypoint, so a round trip turns scores into votes (the most likely label per
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import pandas as pd
 
 from dlc_io import atomic_path
 from dlc_runtime.errors import OutputError
-from dlc_runtime.full_pickle import key_str_width
+from dlc_runtime.full_pickle import StreamedDict, dump_streamed, key_str_width
 from dlc_runtime.outputs import COORDS, UNIQUE_INDIVIDUAL, make_columns
 from dlc_runtime.tracking.stitch import StitchResult
 from dlc_runtime.tracking.tracklets import Tracklet
@@ -81,8 +82,10 @@ class TrackletsFile:
 def write_tracklets_pickle(path: str | os.PathLike[str], tracklets: Sequence[Tracklet],
                            scorer: str, bodyparts: Sequence[str],
                            unique_bodyparts: Sequence[str] = (), single: Tracklet | None = None,
-                           n_frames: int | None = None) -> Path:
-    """Write tracklets in DeepLabCut's ``_el.pickle`` layout.
+                           n_frames: int | None = None,
+                           frame_index: np.ndarray | None = None) -> Path:
+    """Write tracklets in DeepLabCut's ``_el.pickle`` layout, atomically, streaming each
+    tracklet's frames into the file (the whole dict is never built in memory).
 
     Args:
         path: the ``_el.pickle`` to write (see :func:`tracklets_pickle_path`).
@@ -91,6 +94,8 @@ def write_tracklets_pickle(path: str | os.PathLike[str], tracklets: Sequence[Tra
         single: the unique bodyparts' poses (U keypoints), if the model has any.
         n_frames: the video's frame count (sets the key width); default one past the last
             frame of any tracklet.
+        frame_index: maps the tracklets' frames (row numbers) to the video frame indices
+            the file keys by; None: they are frame indices already.
     """
     k, u = len(bodyparts), len(unique_bodyparts)
     for t in tracklets:
@@ -100,35 +105,46 @@ def write_tracklets_pickle(path: str | os.PathLike[str], tracklets: Sequence[Tra
     if (single is not None) != bool(u) or (single is not None and single.keypoints.shape[1] != u):
         raise ValueError("pass `single` exactly when there are unique bodyparts, with one "
                          "keypoint per unique bodypart")
-    last = max([t.end for t in tracklets if len(t)] + ([single.end] if single is not None and
-                                                       len(single) else []), default=-1)
+    ids = [t.id for t in tracklets]
+    if len(set(ids)) != len(ids) or {"header", "single"} & set(ids):
+        raise ValueError("tracklet ids must be distinct and not 'header' or 'single': they "
+                         "are the pickle's keys")
+
+    def frames_of(t: Tracklet) -> np.ndarray:
+        return t.frames if frame_index is None else frame_index[t.frames]
+
+    ends = [int(frames_of(t)[-1]) for t in tracklets if len(t)]
+    ends += [int(frames_of(single)[-1])] if single is not None and len(single) else []
+    last = max(ends, default=-1)
     n_frames = last + 1 if n_frames is None else int(n_frames)
     if n_frames <= last:
         raise ValueError(f"n_frames={n_frames} but a tracklet reaches frame {last}")
     width = key_str_width(n_frames)
 
-    data: dict = {"header": tracklets_header(scorer, bodyparts, unique_bodyparts)}
-    if single is not None:
-        data["single"] = {int(f): single.keypoints[i].copy() for i, f in enumerate(single.frames)}
-    for t in tracklets:
-        if t.id in data:
-            raise ValueError(f"two tracklets have the id {t.id!r}; ids are the pickle's keys")
-        labels = np.full(len(t), -1)
+    def poses(t: Tracklet):
+        labels = np.full(len(t), -1.0)
         if t.identity is not None:  # frames without any score keep -1
             scored = ~np.isnan(t.identity).all(axis=1)
             labels[scored] = np.nanargmax(t.identity[scored], axis=1)
-        rows = np.concatenate([t.keypoints, np.broadcast_to(
-            labels.astype(np.float64)[:, None, None], (len(t), k, 1))], axis=2)
-        data[t.id] = {"frame" + str(int(f)).zfill(width): rows[i] for i, f in enumerate(t.frames)}
-    return _atomic_pickle(path, data)
+        for f, kp, label in zip(frames_of(t), t.keypoints, labels):
+            row = np.empty((k, 4))
+            row[:, :3], row[:, 3] = kp, label
+            yield "frame" + str(int(f)).zfill(width), row
 
+    def items():
+        yield "header", tracklets_header(scorer, bodyparts, unique_bodyparts)
+        if single is not None:
+            yield "single", StreamedDict(
+                (int(f), np.asarray(kp, np.float64))
+                for f, kp in zip(frames_of(single), single.keypoints))
+        for t in tracklets:
+            yield t.id, StreamedDict(poses(t))
 
-def _atomic_pickle(path: str | os.PathLike[str], data: dict) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            dump_streamed(fh, items())
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err} (is the disk full?); "
                           "the previous file, if any, is unchanged") from err
@@ -204,11 +220,46 @@ def read_tracklets_pickle(path: str | os.PathLike[str]) -> TrackletsFile:
     return TrackletsFile(header=header, tracklets=tracklets, single=single)
 
 
+def _check_tracks(tracks: Sequence[Tracklet | None], individuals: Sequence[str] | None,
+                  bodyparts: Sequence[str], unique_bodyparts: Sequence[str],
+                  single: Tracklet | None) -> list[str]:
+    if individuals is None:
+        individuals = [f"ind{i}" for i in range(1, len(tracks) + 1)]
+    if len(individuals) != len(tracks):
+        raise ValueError(f"{len(individuals)} individual names for {len(tracks)} tracks")
+    if UNIQUE_INDIVIDUAL in individuals:
+        raise ValueError(f"{UNIQUE_INDIVIDUAL!r} names the unique bodyparts' columns; "
+                         "choose another individual name")
+    if (single is not None) != bool(unique_bodyparts):
+        raise ValueError("pass `single` exactly when there are unique bodyparts")
+    for t in tracks:
+        if t is not None and t.keypoints.shape[1] != len(bodyparts):
+            raise ValueError(f"{t!r} has {t.keypoints.shape[1]} keypoints for "
+                             f"{len(bodyparts)} bodyparts")
+    return list(individuals)
+
+
+def stitched_rows(tracks: Sequence[Tracklet | None], single: Tracklet | None, start: int,
+                  stop: int, n_bodyparts: int, n_unique: int = 0) -> np.ndarray:
+    """Rows ``start .. stop-1`` of the stitched table: (stop - start, (tracks x K + U) x 3)
+    float64, NaN where a track has no pose (the tracks' frames are the row numbers)."""
+    k3 = n_bodyparts * 3
+    values = np.full((stop - start, len(tracks) * k3 + n_unique * 3), np.nan)
+    parts = [(t, slice(i * k3, (i + 1) * k3)) for i, t in enumerate(tracks) if t is not None]
+    if single is not None:
+        parts.append((single, slice(len(tracks) * k3, None)))
+    for t, cols in parts:
+        lo, hi = np.searchsorted(t.frames, [start, stop])
+        values[t.frames[lo:hi] - start, cols] = t.keypoints[lo:hi].reshape(hi - lo, -1)
+    return values
+
+
 def stitched_frame(result: StitchResult | Sequence[Tracklet | None], scorer: str,
                    bodyparts: Sequence[str], individuals: Sequence[str] | None = None,
                    unique_bodyparts: Sequence[str] = (), single: Tracklet | None = None,
                    n_frames: int | None = None) -> pd.DataFrame:
-    """The stitched tracks as DeepLabCut's ``_el.h5`` table.
+    """The stitched tracks as DeepLabCut's ``_el.h5`` table (all in memory; a long video's
+    goes to disk in chunks with :func:`write_stitched_chunks`).
 
     Args:
         result: a :class:`StitchResult` or its ``tracks`` (None for an empty track).
@@ -217,43 +268,42 @@ def stitched_frame(result: StitchResult | Sequence[Tracklet | None], scorer: str
         n_frames: rows 0 .. n_frames-1; default up to the last tracked frame (DeepLabCut).
     """
     tracks = list(result.tracks if isinstance(result, StitchResult) else result)
-    if individuals is None:
-        individuals = [f"ind{i}" for i in range(1, len(tracks) + 1)]
-    if len(individuals) != len(tracks):
-        raise ValueError(f"{len(individuals)} individual names for {len(tracks)} tracks")
-    if UNIQUE_INDIVIDUAL in individuals:
-        raise ValueError(f"{UNIQUE_INDIVIDUAL!r} names the unique bodyparts' columns; "
-                         "choose another individual name")
-    k, u = len(bodyparts), len(unique_bodyparts)
-    if (single is not None) != bool(u):
-        raise ValueError("pass `single` exactly when there are unique bodyparts")
+    individuals = _check_tracks(tracks, individuals, bodyparts, unique_bodyparts, single)
     ends = [t.end for t in tracks if t is not None and len(t)]
     ends += [single.end] if single is not None and len(single) else []
     last = max(ends, default=-1)
     n_frames = last + 1 if n_frames is None else int(n_frames)
     if n_frames <= last:
         raise ValueError(f"n_frames={n_frames} but a track reaches frame {last}")
-
-    values = np.full((n_frames, (len(tracks) * k + u) * 3), np.nan)
-    for i, t in enumerate(tracks):
-        if t is None:
-            continue
-        if t.keypoints.shape[1] != k:
-            raise ValueError(f"{t!r} has {t.keypoints.shape[1]} keypoints for {k} bodyparts")
-        values[t.frames, i * k * 3:(i + 1) * k * 3] = t.keypoints.reshape(len(t), -1)
-    if single is not None:
-        values[single.frames, len(tracks) * k * 3:] = single.keypoints.reshape(len(single), -1)
+    values = stitched_rows(tracks, single, 0, n_frames, len(bodyparts), len(unique_bodyparts))
     columns = make_columns(scorer, bodyparts, individuals, unique_bodyparts, multi_animal=True)
     return pd.DataFrame(values, columns=columns, index=pd.RangeIndex(n_frames))
 
 
 def write_stitched_h5(path: str | os.PathLike[str], frame: pd.DataFrame) -> Path:
     """Write a table from :func:`stitched_frame` (key ``tracks``, table format) atomically."""
+    return write_stitched_chunks(path, [frame])
+
+
+def write_stitched_chunks(path: str | os.PathLike[str], chunks: Iterable[pd.DataFrame],
+                          csv_path: str | os.PathLike[str] | None = None) -> Path:
+    """Append consecutive row blocks of the stitched table to ``path`` (key ``tracks``, table
+    format) and, with ``csv_path``, to a ``.csv``; both files appear atomically when all the
+    blocks are written."""
     path = Path(path)
+    csv_path = Path(csv_path) if csv_path is not None else None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            frame.to_hdf(tmp, key=STITCHED_KEY, format="table", mode="w")
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(path))
+            tmp_csv = stack.enter_context(atomic_path(csv_path)) if csv_path else None
+            with pd.HDFStore(tmp, mode="w") as store:
+                for i, chunk in enumerate(chunks):
+                    store.append(STITCHED_KEY, chunk, format="table", index=False)
+                    if tmp_csv is not None:
+                        chunk.to_csv(tmp_csv, mode="w" if i == 0 else "a", header=i == 0)
+                if f"/{STITCHED_KEY}" in store.keys():
+                    store.create_table_index(STITCHED_KEY, optlevel=6, kind="medium")
     except Exception as err:  # PyTables raises its own types for OS errors
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise OutputError(f"cannot write {path}: {first} (is the disk full?); the previous "

@@ -140,6 +140,8 @@ class Tracklet:
 
     def take(self, mask: np.ndarray) -> Tracklet:
         """The tracklet restricted to the frames where ``mask`` is true (same id)."""
+        if mask.all():
+            return self  # immutable: no copy needed
         ident = self.identity[mask] if self.identity is not None else None
         return Tracklet(self.id, self.frames[mask], self.keypoints[mask], ident)
 
@@ -173,13 +175,20 @@ class Tracklet:
 
 
 def join_all(tracklets: Sequence[Tracklet], id: Hashable | None = None) -> Tracklet:
-    """Join non-overlapping tracklets into one, in time order; the id is the first one's."""
+    """Join non-overlapping tracklets into one, in time order (one copy of their poses); the
+    id is the earliest one's unless ``id`` is given."""
     parts = sorted(tracklets, key=lambda t: t.start)
     if not parts:
         raise ValueError("nothing to join: no tracklets given")
-    out = parts[0]
-    for t in parts[1:]:
-        out = out.join(t)
-    if id is not None:
-        out = Tracklet(id, out.frames, out.keypoints, out.identity)
-    return out
+    if len(parts) == 1 and id is None:
+        return parts[0]
+    if any(t.identity is None for t in parts):
+        identity = None  # a part without identity scores: the joint has none either
+    else:
+        identity = np.concatenate([t.identity for t in parts])
+    try:
+        return Tracklet(parts[0].id if id is None else id,
+                        np.concatenate([t.frames for t in parts]),
+                        np.concatenate([t.keypoints for t in parts]), identity)
+    except ValueError as err:  # a frame held twice
+        raise ValueError(f"cannot join {parts}: they overlap in time ({err})") from None

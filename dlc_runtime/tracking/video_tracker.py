@@ -20,17 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from dlc_io import atomic_path
-from dlc_runtime.errors import OutputError, TrackingError
-from dlc_runtime.tracking.el_format import (stitched_frame, stitched_h5_path,
-                                            tracklets_pickle_path, write_stitched_h5,
+from dlc_runtime.errors import TrackingError
+from dlc_runtime.outputs import make_columns
+from dlc_runtime.tracking.el_format import (stitched_h5_path, stitched_rows,
+                                            tracklets_pickle_path, write_stitched_chunks,
                                             write_tracklets_pickle)
 from dlc_runtime.tracking.options import TrackingOptions
 from dlc_runtime.tracking.stitch import StitchResult, stitch_tracklets
 from dlc_runtime.tracking.tracklet_store import Tracklets
 from dlc_runtime.tracking.trackers import make_tracker
 from dlc_runtime.tracking.tracklets import Tracklet
+
+_WRITE_ROWS = 20_000  # stitched rows built and written at a time (memory stays bounded)
 
 
 @dataclass
@@ -46,10 +49,6 @@ class TrackedVideo:
     tracklets: list[Tracklet]
     frames: np.ndarray
     single: Tracklet | None = None
-
-    def in_frames(self, t: Tracklet) -> Tracklet:
-        """``t`` with its rows turned into video frame indices."""
-        return Tracklet(t.id, self.frames[t.frames], t.keypoints, t.identity)
 
 
 class VideoTracker:
@@ -167,13 +166,13 @@ def write_tracking(tracked: TrackedVideo, h5_path: str | os.PathLike[str], score
     h5_path = Path(h5_path)
     n_tracks = int(options.n_animals or len(individuals))
     last = int(tracked.frames.max()) + 1 if len(tracked.frames) else 0
-    in_frames = [tracked.in_frames(t) for t in tracked.tracklets if len(t)]
-    single = tracked.in_frames(tracked.single) if tracked.single is not None else None
+    kept = [t for t in tracked.tracklets if len(t)]
     pickle_path = tracklets_path or tracklets_pickle_path(h5_path, options.method)
     if write_tracklets:
-        write_tracklets_pickle(pickle_path, in_frames, scorer, bodyparts, unique_bodyparts,
-                               single=single, n_frames=last)
-    out = TrackingOutputs(pickle_path, n_tracklets=len(in_frames))
+        write_tracklets_pickle(pickle_path, kept, scorer, bodyparts, unique_bodyparts,
+                               single=tracked.single, n_frames=last,
+                               frame_index=tracked.frames)
+    out = TrackingOutputs(pickle_path, n_tracklets=len(kept))
     if not stitch:
         return out
     try:
@@ -181,19 +180,21 @@ def write_tracking(tracked: TrackedVideo, h5_path: str | os.PathLike[str], score
     except TrackingError as err:
         out.error = str(err)
         return out
-    table = stitched_frame(result, scorer, bodyparts, options.names(individuals, n_tracks),
-                           unique_bodyparts, tracked.single, n_frames=len(tracked.frames))
-    table.index = tracked.frames  # the analysis .h5's index: the video's frame numbers
-    out.tracks_h5 = write_stitched_h5(stitched_h5_path(h5_path, options.method), table)
+    names = options.names(individuals, n_tracks)
+    columns = make_columns(scorer, bodyparts, names, unique_bodyparts, multi_animal=True)
     out.n_tracks = sum(t is not None for t in result.tracks)
-    out.tracked_frames = int(np.isfinite(table.to_numpy()).any(axis=1).sum())
-    if save_as_csv:
-        csv = out.tracks_h5.with_suffix(".csv")
-        try:
-            with atomic_path(csv) as tmp:
-                table.to_csv(tmp)
-        except OSError as err:
-            raise OutputError(f"cannot write {csv}: {err.strerror or err}; the previous file, "
-                              "if any, is unchanged") from err
-        out.tracks_csv = csv
+
+    def chunks():
+        for start in range(0, len(tracked.frames), _WRITE_ROWS):
+            stop = min(start + _WRITE_ROWS, len(tracked.frames))
+            values = stitched_rows(result.tracks, tracked.single, start, stop, len(bodyparts),
+                                   len(unique_bodyparts))
+            out.tracked_frames += int(np.isfinite(values).any(axis=1).sum())
+            # the analysis .h5's index: the video's frame numbers
+            yield pd.DataFrame(values, columns=columns, index=tracked.frames[start:stop])
+
+    tracks_h5 = stitched_h5_path(h5_path, options.method)
+    csv = tracks_h5.with_suffix(".csv") if save_as_csv else None
+    out.tracks_h5 = write_stitched_chunks(tracks_h5, chunks(), csv)
+    out.tracks_csv = csv
     return out
