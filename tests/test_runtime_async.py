@@ -16,40 +16,13 @@ import pytest
 import torch
 
 from dlc_runtime import Bundle, analyze_video, make_backend
-from dlc_runtime.backends.base import Backend, PendingOutputs, check_inputs
+from dlc_runtime.backends.base import check_inputs
 from dlc_runtime.benchmark.stages import StageClock, TimedBackend
 from dlc_runtime.pipelines.base import PendingPose, PoseResult, make_pipeline, stream_poses
 from dlc_runtime.testing import make_test_video, make_toy_bundle, toy_keypoints
+from helpers.deferred import DeferredBackend
 
 BODYPARTS = ["snout", "tailbase"]
-
-
-class DeferredBackend(Backend):
-    """Runs ``inner`` only when the result is asked for; counts batches in flight."""
-
-    accepts_device_frames = False
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner, self.name = inner, f"deferred-{inner.name}"
-        self.in_flight = self.most_in_flight = self.submitted = 0
-
-    def run(self, images, **extra):
-        return self.submit(images, **extra).result()
-
-    def submit(self, images, **extra) -> PendingOutputs:
-        frames = np.array(images, copy=True)  # what an upload would take at submit time
-        self.in_flight += 1
-        self.submitted += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-
-        def wait():
-            self.in_flight -= 1
-            return self.inner.run(frames, **extra)
-
-        return PendingOutputs(wait)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture(scope="module")

@@ -137,3 +137,26 @@ def test_options_that_cannot_work_are_one_line(bundle, video, tmp_path):
         with pytest.raises(TrackingError, match=message):
             analyze_video(bundle, video, tmp_path / "bad", progress=False, **kwargs)
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_tracking_runs_while_the_next_batch_computes(bundle, video, reference, tmp_path,
+                                                     monkeypatch):
+    """On an asynchronous backend the tracker takes batch i while batch i+1 is in flight."""
+    from dlc_runtime import Bundle, make_backend
+    from dlc_runtime.tracking.video_tracker import VideoTracker
+    from helpers.deferred import DeferredBackend
+
+    backend = DeferredBackend(make_backend(Bundle.load(bundle)))
+    in_flight = []
+    add = VideoTracker.add
+
+    def watched(self, *args, **kwargs):
+        in_flight.append(backend.in_flight)
+        return add(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoTracker, "add", watched)
+    res = analyze_video(bundle, video, tmp_path, track="ellipse", backend=backend, **RUN)
+    assert len(in_flight) == F // 8 and in_flight[:-1] == [1] * (F // 8 - 1)
+    assert in_flight[-1] == 0  # the last batch has no successor
+    pd.testing.assert_frame_equal(pd.read_hdf(res.tracks_h5, "tracks"),
+                                  pd.read_hdf(reference.tracks_h5, "tracks"), check_exact=True)
