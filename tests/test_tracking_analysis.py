@@ -160,3 +160,26 @@ def test_tracking_runs_while_the_next_batch_computes(bundle, video, reference, t
     assert in_flight[-1] == 0  # the last batch has no successor
     pd.testing.assert_frame_equal(pd.read_hdf(res.tracks_h5, "tracks"),
                                   pd.read_hdf(reference.tracks_h5, "tracks"), check_exact=True)
+
+
+def test_unique_bodyparts_are_carried_into_the_tracks(truth, tmp_path):
+    from dlc_runtime.tracking.options import TrackingOptions
+    from dlc_runtime.tracking.video_tracker import VideoTracker, write_tracking
+
+    unique = np.stack([np.full(F, 5.0), np.arange(F, dtype=float), np.full(F, 0.7)], -1)
+    tracker = VideoTracker(TrackingOptions("box", tracker={"min_hits": 1}))
+    frames = np.arange(1000, 1000 + F)  # the video's frame numbers, not rows
+    for start in range(0, F, 16):
+        tracker.add(frames[start:start + 16], truth[start:start + 16],
+                    unique[start:start + 16, None])
+    out = write_tracking(tracker.finish(), tmp_path / "vDLC_s.h5", "DLC_s",
+                         ["a", "b", "c", "d"], ["arena"], ["m1", "m2", "m3"],
+                         TrackingOptions("box"))
+    table = pd.read_hdf(out.tracks_h5, "tracks")
+    assert list(table.index) == list(frames)
+    np.testing.assert_array_equal(table.xs("single", axis=1, level="individuals").to_numpy(),
+                                  unique)
+    found = read_tracklets_pickle(out.tracklets_pickle)
+    np.testing.assert_array_equal(found.single.frames, frames)
+    assert sorted(followed(table.drop(columns="single", level="individuals").to_numpy()
+                           .reshape(F, N, K, 3), truth)) == [0, 1, 2]
