@@ -183,3 +183,22 @@ def test_unique_bodyparts_are_carried_into_the_tracks(truth, tmp_path):
     np.testing.assert_array_equal(found.single.frames, frames)
     assert sorted(followed(table.drop(columns="single", level="individuals").to_numpy()
                            .reshape(F, N, K, 3), truth)) == [0, 1, 2]
+
+
+def test_identity_only_takes_each_slot_as_one_animal(truth, tmp_path):
+    from dlc_runtime.tracking.options import TrackingOptions
+    from dlc_runtime.tracking.video_tracker import VideoTracker, write_tracking
+
+    options = TrackingOptions(identity_only=True, n_animals=4)
+    with pytest.raises(TrackingError, match="identity head"):
+        VideoTracker(options)
+    tracker = VideoTracker(options, identity_slots=True)  # slots already ordered by identity
+    shown = truth.copy()
+    shown[40:45, 1] = np.nan  # individual 2 unseen for 5 frames: its slot stays empty there
+    for start in range(0, F, 32):
+        tracker.add(np.arange(start, min(start + 32, F)), shown[start:start + 32])
+    out = write_tracking(tracker.finish(), tmp_path / "vDLC_s.h5", "DLC_s",
+                         ["a", "b", "c", "d"], [], ["m1", "m2", "m3"], options)
+    tracks = pd.read_hdf(out.tracks_h5, "tracks").to_numpy().reshape(F, 4, K, 3)
+    np.testing.assert_allclose(tracks[:, :N], shown.astype(np.float32))
+    assert np.isnan(tracks[:, 3]).all() and out.n_tracks == N
