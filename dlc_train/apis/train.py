@@ -117,7 +117,7 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
         raise ConfigError(f"unknown net type {net_type!r}; {hint}available: {', '.join(known)}")
 
     import dlc_train.models  # noqa: F401  (registers every component)
-    from dlc_train.models.model import PoseModel
+    from dlc_train.models.pretrained import build_pose_model_for_training
 
     loader = DLCLoader(config_path, shuffle=shuffle, trainset_index=trainset_index)
     cfg, on_disk = read_or_make_pose_config(loader, net_type=net_type)
@@ -135,7 +135,11 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
     seed = int(settings.get("seed") or 42)
     seed_everything(seed)
 
-    model = PoseModel.build(cfg["model"])
+    # ImageNet / COCO / SuperAnimal weights load here, when training starts (pretrained: true,
+    # train_settings.weight_init), never when a model is only built to be loaded or exported.
+    model = build_pose_model_for_training(
+        cfg["model"], weight_init=settings.get("weight_init"),
+        resume=bool(resume or cfg.get("resume_training_from")))
     train_folder = loader.train_folder
     runner = PoseTrainingRunner.from_config(cfg, model, train_folder, device=device,
                                             progress=progress)

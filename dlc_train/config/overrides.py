@@ -39,6 +39,7 @@ OPTIONAL_KEYS: frozenset[str] = frozenset({
     "train_settings", "train_settings.batch_size", "train_settings.epochs",
     "train_settings.seed", "train_settings.dataloader_workers",
     "train_settings.dataloader_pin_memory", "train_settings.display_iters",
+    "train_settings.weight_init",
     # dlc_train/runners/train.py (PoseTrainingRunner.from_config) and runners/schedulers.py
     "device", "runner", "runner.device", "runner.key_metric", "runner.key_metric_asc",
     "runner.eval_interval", "runner.grad_clip_norm", "runner.snapshot_prefix",
@@ -54,7 +55,7 @@ OPTIONAL_KEYS: frozenset[str] = frozenset({
 
 # Mappings passed on as keyword arguments (torch.optim / torch.optim.lr_scheduler classes).
 FREE_FORM: tuple[str, ...] = (
-    "runner.optimizer.params", "runner.scheduler.params",
+    "runner.optimizer.params", "runner.scheduler.params", "train_settings.weight_init",
     "detector.runner.optimizer.params", "detector.runner.scheduler.params",
 )
 

@@ -34,10 +34,12 @@ class BaseBackbone(ABC, nn.Module):
         ...
 
     @staticmethod
-    def warn_pretrained_unavailable(model_name: str) -> None:
-        """``pretrained: true`` in a config: there is no network here to fetch ImageNet weights."""
-        logger.warning("ImageNet weights for %s are not available offline; the backbone starts "
-                       "from random initialization (load a snapshot instead).", model_name)
+    def load_pretrained_weights(target: nn.Module, model_name: str, family: str = "timm") -> bool:
+        """``pretrained: true``: loads the published ImageNet weights of ``model_name`` into
+        ``target`` when the model is built for training (see ``dlc_train.models.pretrained``);
+        built for anything else, nothing is fetched. Returns whether weights were loaded."""
+        from dlc_train.models.pretrained.apply import load_pretrained_backbone  # no import cycle
+        return load_pretrained_backbone(target, model_name, family)
 
     def train(self, mode: bool = True) -> "BaseBackbone":
         super().train(mode)

@@ -244,9 +244,10 @@ class CSPNeXt(BaseBackbone):
     Output stride 32 (P5) or 64 (P6); ``num_features`` = 1024 * widen_factor for P5.
 
     Args:
-        model_name: the variant's name (cspnext_s, cspnext_m, cspnext_x, ...); only informative:
-            the factors below define the network, as in DeepLabCut.
-        pretrained: ImageNet weights are not available offline; True only logs a warning.
+        model_name: the variant's name (cspnext_s, cspnext_m, cspnext_x, ...): the factors
+            below define the network, as in DeepLabCut; the name picks the ImageNet weights.
+        pretrained: load DeepLabCut's ImageNet weights for ``model_name`` when built for
+            training (``dlc_train.models.pretrained``).
         arch: "P5" or "P6".
         expand_ratio: channel ratio of the CSP layers' branches.
         deepen_factor: multiplies the blocks per stage (rounded, at least 1).
@@ -302,7 +303,7 @@ class CSPNeXt(BaseBackbone):
         self.out_indices = tuple(out_indices)
         self._num_features = out_channels
         if pretrained:
-            self.warn_pretrained_unavailable(model_name)
+            self.load_pretrained_weights(self, model_name, family="cspnext")
 
     @property
     def num_features(self) -> int:

@@ -42,7 +42,7 @@ class DLCRNet(ResNet):
     Args:
         model_name: the ResNet (DeepLabCut uses ``resnet50``; any ``RESNET_SPECS`` name works).
         output_stride: 16 (``dlcrnet_stride16_ms5``) or 32 (``dlcrnet_stride32_ms5``).
-        pretrained: see ResNet (ImageNet weights are not available offline).
+        pretrained: see ResNet (the ImageNet weights go into the ResNet part).
         detach_banks: stop gradients from the multi-scale branch into layer1/layer2. DeepLabCut
             taps the banks with forward hooks that ``detach()`` them, so those stages learn
             only through the main path; True (the default) trains the same way.

@@ -259,8 +259,10 @@ class HRNet(BaseBackbone):
 
     Args:
         model_name: hrnet_w18, hrnet_w32, hrnet_w48 (DeepLabCut's) or another timm HRNet
-            (hrnet_w18_small[_v2], w30, w40, w44, w64); a pretrained tag after "." is ignored.
-        pretrained: ImageNet weights are not available offline; True only logs a warning.
+            (hrnet_w18_small[_v2], w30, w40, w44, w64); a timm tag after "." picks the ImageNet
+            checkpoint.
+        pretrained: load timm's ImageNet weights when built for training
+            (``dlc_train.models.pretrained``).
         interpolate_branches: return all four branches bilinearly upsampled to stride 4 and
             concatenated (DEKR), instead of the stride-4 branch alone.
         increased_channel_count: use timm's "incre" features (128 channels at stride 4, or
@@ -287,7 +289,7 @@ class HRNet(BaseBackbone):
         self.increased_channel_count = increased_channel_count
         self.model = HRNetFeatures(HRNET_SPECS[arch], incre=increased_channel_count)
         if pretrained:
-            self.warn_pretrained_unavailable(model_name)
+            self.load_pretrained_weights(self.model, model_name)
 
     @property
     def num_features(self) -> int:

@@ -227,10 +227,11 @@ class ResNet(BaseBackbone):
 
     Args:
         model_name: resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_gn or our
-            resnet_tiny (a timm
-            pretrained tag such as ``resnet50.a1_in1k`` is accepted; the tag is ignored).
+            resnet_tiny; a timm pretrained tag (``resnet50.tv_in1k``) picks the ImageNet
+            checkpoint, timm's default tag otherwise.
         output_stride: 8, 16 or 32.
-        pretrained: ImageNet weights are not available offline; True only logs a warning.
+        pretrained: load timm's ImageNet weights when built for training
+            (``dlc_train.models.pretrained``).
         drop_path_rate: stochastic depth rate.
         drop_block_rate: DropBlock rate (stages 3 and 4).
         freeze_bn_stats, freeze_bn_weights: see BaseBackbone (BatchNorm only).
@@ -254,7 +255,7 @@ class ResNet(BaseBackbone):
                                     drop_path_rate=drop_path_rate,
                                     drop_block_rate=drop_block_rate, widths=spec.widths)
         if pretrained:
-            self.warn_pretrained_unavailable(model_name)
+            self.load_pretrained_weights(self.model, model_name)
 
     @property
     def num_features(self) -> int:

@@ -101,8 +101,8 @@ class BaseDetector(ABC, nn.Module):
     Args:
         freeze_bn_stats: keep BatchNorm running statistics fixed while training.
         freeze_bn_weights: keep BatchNorm affine parameters fixed while training.
-        pretrained: COCO / ImageNet weights are not available offline; accepted for config
-            compatibility (load a DeepLabCut detector snapshot instead).
+        pretrained: load torchvision's COCO weights when built for training (see
+            ``dlc_train.models.pretrained``; subclasses call ``load_pretrained_weights``).
     """
 
     def __init__(self, freeze_bn_stats: bool = False, freeze_bn_weights: bool = False,
@@ -133,6 +133,13 @@ class BaseDetector(ABC, nn.Module):
         it with a tensor-only path where they can, for export."""
         _, detections = self.model(x, None)
         return pad_detections(detections, max_detections)
+
+    def load_pretrained_weights(self, variant: str, imagenet_backbone: bool = False) -> bool:
+        """``pretrained: true``: loads torchvision's COCO weights of ``variant`` into ``model``
+        when built for training; built for anything else, nothing is fetched. Returns whether
+        weights were loaded."""
+        from dlc_train.models.pretrained.apply import load_pretrained_detector  # no import cycle
+        return load_pretrained_detector(self.model, variant, imagenet_backbone)
 
     def get_target(self, labels: dict) -> Detections:
         """DeepLabCut's batch annotations -> torchvision-style targets.

@@ -154,6 +154,8 @@ class FasterRCNN(BaseDetector):
                                      else box_score_thresh,
                                      rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
                                      rpn_post_nms_top_n_test=rpn_post_nms_top_n_test)
+        if pretrained:
+            self.load_pretrained_weights(variant)
 
     def predict_fixed(self, x: torch.Tensor, max_detections: int = 100,
                       nms_iterations: int | None = None,

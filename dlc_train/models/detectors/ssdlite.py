@@ -294,7 +294,8 @@ class SSDLite(BaseDetector):
     Args:
         freeze_bn_stats, freeze_bn_weights, pretrained: see BaseDetector.
         pretrained_from_imagenet: DeepLabCut then builds the full-tail backbone (ImageNet
-            layout); weights are not downloaded here, but the layout follows the flag.
+            layout); the layout follows the flag, but ImageNet MobileNetV3 weights are not
+            loaded here (building it for training is refused with one line).
         box_score_thresh: accepted like DeepLabCut, and, like there, it does not reach SSD's
             post-processing (torchvision's SSD ignores it): ``score_thresh`` (0.001) applies.
         variant: must be None or "ssdlite320_mobilenet_v3_large" (DeepLabCut configs carry it).
@@ -314,6 +315,9 @@ class SSDLite(BaseDetector):
                                   detections_per_img=detections_per_img,
                                   topk_candidates=topk_candidates,
                                   reduced_tail=not pretrained_from_imagenet)
+        if pretrained or pretrained_from_imagenet:
+            self.load_pretrained_weights("ssdlite320_mobilenet_v3_large",
+                                         imagenet_backbone=pretrained_from_imagenet)
 
     def predict_fixed(self, x: torch.Tensor, max_detections: int = 100) -> dict[str, torch.Tensor]:
         with torch.no_grad():
