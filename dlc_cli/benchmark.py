@@ -13,11 +13,18 @@ from dlc_cli.options import parse_backend_options, parse_size
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("video", required=False, type=click.Path(path_type=Path))
 @click.option("--backend", "backends", multiple=True,
-              type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
+              type=click.Choice(["onnxruntime", "tensorrt", "torch", "openvino"]),
               help="Repeatable (default: onnxruntime).")
 @click.option("--precision", "precisions", multiple=True,
-              type=click.Choice(["fp32", "fp16", "bf16"]),
+              type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="Repeatable (default: each backend's own choice).")
+@click.option("--config", "configs", multiple=True, metavar="BACKEND[:PRECISION]",
+              help="Repeatable backend and precision pair, run side by side instead of every "
+                   "--backend at every --precision, e.g. --config onnxruntime:fp32 --config "
+                   "openvino:fp32 --config openvino:bf16 --config openvino:int8.")
+@click.option("--compare-frames", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Frames (the video's first) on which each backend and precision's "
+                   "keypoints are compared with the fp32 graph's on onnxruntime; 0: none.")
 @click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1),
               help="Repeatable (default: 1 and 8).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
@@ -55,7 +62,8 @@ from dlc_cli.options import parse_backend_options, parse_size
                    "cuda_graphs=false (torch on CUDA), provider=tensorrt (onnxruntime).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
-def benchmark(bundle, video, backends, precisions, batch_sizes, device, repeats, warmup,
+def benchmark(bundle, video, backends, precisions, configs, compare_frames, batch_sizes, device,
+              repeats, warmup,
               max_frames, synthetic, synthetic_frames, out_dir, no_plots, baseline,
               baseline_snapshot, live, live_frames, live_warmup, decoder, backend_option,
               no_progress):
@@ -67,6 +75,10 @@ def benchmark(bundle, video, backends, precisions, batch_sizes, device, repeats,
     from dlc_runtime.benchmark import run_benchmark, write_outputs, write_synthetic_video
     from dlc_runtime.benchmark.live import add_live
 
+    if configs and (backends or precisions):
+        raise click.BadParameter("pass either --config pairs or --backend/--precision",
+                                 param_hint="--config")
+    pairs = tuple(parse_config(c) for c in configs)
     if live and live_frames <= live_warmup:
         raise click.BadParameter(f"{live_frames} frames leave none after {live_warmup} warm-up "
                                  "frames", param_hint="--live-frames")
@@ -74,6 +86,8 @@ def benchmark(bundle, video, backends, precisions, batch_sizes, device, repeats,
     bundle = Bundle.load(bundle)  # a bad bundle fails before any work
     backends, batch_sizes = backends or ("onnxruntime",), batch_sizes or (1, 8)
     precision_list = precisions or (None,)
+    if pairs:
+        backends, precision_list = tuple(b for b, _ in pairs), tuple(p for _, p in pairs)
     out_dir = out_dir or bundle.path.parent / f"{bundle.path.name}-benchmark"
     out_dir.mkdir(parents=True, exist_ok=True)
     if video is None:
@@ -81,24 +95,38 @@ def benchmark(bundle, video, backends, precisions, batch_sizes, device, repeats,
         n_frames = max(synthetic_frames, live_frames) if live else synthetic_frames
         video = write_synthetic_video(out_dir / "synthetic.mp4", n_frames, width, height)
         click.echo(f"synthetic video {width}x{height}, {n_frames} frames: {video}")
-    total = len(backends) * len(precision_list) * len(batch_sizes)
+    total = (len(pairs) or len(backends) * len(precision_list)) * len(batch_sizes)
     with tqdm(total=total, unit="config", desc="benchmark", disable=no_progress) as bar:
         report = run_benchmark(bundle, video, backends=tuple(backends),
                                precisions=tuple(precision_list),
                                batch_sizes=tuple(batch_sizes), device=device, repeats=repeats,
                                warmup=warmup, max_frames=max_frames,
                                on_row=lambda row: bar.update(1), decoder=decoder,
-                               backend_options=options)
+                               backend_options=options, configs=pairs or None,
+                               compare_frames=compare_frames)
     if live:
-        add_live(report, bundle, video, backends=tuple(backends),
-                 precisions=tuple(precision_list), device=device, frames=live_frames,
-                 warmup=live_warmup, backend_options=options)
+        for live_backends, live_precisions in ([((b,), (p,)) for b, p in pairs] or
+                                               [(tuple(backends), tuple(precision_list))]):
+            add_live(report, bundle, video, backends=live_backends,
+                     precisions=live_precisions, device=device, frames=live_frames,
+                     warmup=live_warmup, backend_options=options)
     if baseline:
         report.baseline = run_baseline(bundle, video, report, baseline_snapshot, device,
                                        max(batch_sizes), warmup, max_frames)
     written = write_outputs(report, out_dir, plots=not no_plots)
     click.echo(written["markdown"].read_text(encoding="utf-8"))
     click.echo(f"written to {', '.join(str(p) for p in written.values())}")
+
+
+def parse_config(text: str) -> tuple[str, str | None]:
+    """``"openvino:int8"`` -> ``("openvino", "int8")``; ``"onnxruntime"`` -> its default."""
+    from dlc_runtime.backends import BACKENDS
+
+    backend, _, precision = text.partition(":")
+    if backend not in BACKENDS:
+        raise click.BadParameter(f"unknown backend {backend!r} in {text!r}; use one of "
+                                 f"{', '.join(sorted(BACKENDS))}", param_hint="--config")
+    return backend, precision or None
 
 
 def run_baseline(bundle, video: Path, report, snapshot: Path | None, device: str,

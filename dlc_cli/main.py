@@ -107,7 +107,7 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
 @click.option("--overwrite", is_flag=True,
               help="Replace an earlier bundle at the output folder (anything else there is "
                    "never replaced).")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "torch"]),
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "torch", "openvino"]),
               default="onnx", show_default=True,
               help="onnx: the ONNX graphs (with --precision fp16 also their fp16 variants); "
                    "tensorrt: also TensorRT engines for this GPU; torch: also TorchScript "
@@ -116,7 +116,7 @@ def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device,
               default="fp32", show_default=True,
               help="Precision of the engines / torch artifacts / extra ONNX graphs (fp16: the "
                    "network in half, same inputs and outputs; bf16: likewise, torch only; "
-                   "int8: tensorrt only).")
+                   "int8: tensorrt or openvino).")
 @click.option("--input-size", default=None, metavar="HxW",
               help="Bottom-up: network input size; the graph letterboxes frames of any "
                    "size to HxW (aspect ratio kept, black padding bottom/right) and returns "
@@ -146,7 +146,7 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
 
     if fmt in ("torch", "onnx") and precision == "int8":
         kinds = "fp32, fp16 or bf16" if fmt == "torch" else "fp32 or fp16"
-        raise click.BadParameter(f"{fmt} artifacts are {kinds} (int8: --format tensorrt)",
+        raise click.BadParameter(f"{fmt} artifacts are {kinds} (int8: --format tensorrt or openvino)",
                                  param_hint="--precision")
     size = parse_size(input_size)
     if output is not None:
@@ -159,6 +159,7 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
                   onnx_precisions=(precision,) if fmt == "onnx" and precision != "fp32"
                   else (),
                   torch_precisions=(precision,) if fmt == "torch" else (),
+                  openvino_precisions=(precision,) if fmt == "openvino" else (),
                   tensorrt_precision=precision if fmt == "tensorrt" else None,
                   calibration_videos=calibration_videos, input_size=size, batch=batch,
                   overwrite=overwrite,
@@ -197,14 +198,14 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
                    "before any work.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch"]),
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "torch", "openvino"]),
               default="onnxruntime", show_default=True,
               help="tensorrt / torch need a bundle exported with --format tensorrt / torch.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
-              help="onnxruntime / torch: run the bundle's graphs of this precision (fp16, "
-                   "bf16: exported with that --precision; bf16 torch only). Default: "
-                   "onnxruntime fp32; torch the best for the device. A TensorRT engine's "
-                   "precision is fixed at export.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
+              help="onnxruntime / torch / openvino: run the bundle's graphs of this "
+                   "precision (exported with that --precision; bf16: torch or openvino; "
+                   "int8: openvino). Default: fp32; torch the best for the device. A "
+                   "TensorRT engine's precision is fixed at export.")
 @click.option("--save-as-csv", is_flag=True, help="Also write the .csv DeepLabCut writes.")
 @click.option("--overwrite", is_flag=True, help="Redo videos that already have results.")
 @click.option("--allow-truncated", is_flag=True,
@@ -264,10 +265,15 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
         raise click.BadParameter("a TensorRT engine's precision is fixed when it is built "
                                  "(dlc export --format tensorrt --precision ...)",
                                  param_hint="--precision")
-    if precision == "bf16" and backend != "torch":
+    if precision == "bf16" and backend not in ("torch", "openvino"):
         raise click.BadParameter("bf16 runs on the torch backend only (--backend torch, a "
-                                 "bundle exported with --format torch --precision bf16)",
+                                 "bundle exported with --format torch --precision bf16) or on "
+                                 "openvino (--format openvino --precision bf16)",
                                  param_hint="--precision")
+    if precision == "int8" and backend != "openvino":
+        raise click.BadParameter("int8 runs on openvino (--backend openvino, a bundle exported "
+                                 "with --format openvino --precision int8); TensorRT engines "
+                                 "carry their own precision", param_hint="--precision")
     loaded = load_bundle(bundle, shuffle, trainset_index, snapshot_index)
     if tracking is not None:
         from dlc_runtime.analysis_tracking import tracking_options

@@ -17,6 +17,7 @@ from dlc_export.onnx_export import DEFAULT_OPSET
 from dlc_export.parity import DEFAULT_TOLERANCE_PX
 from dlc_export.tensorrt_build import PRECISIONS as TENSORRT_PRECISIONS
 from dlc_export.tensorrt_build import TensorRTBuildError, import_tensorrt
+from dlc_runtime.backends.openvino_backend import PRECISIONS as OPENVINO_PRECISIONS
 from dlc_runtime.backends.torch_backend import PRECISIONS as TORCH_PRECISIONS
 from dlc_runtime.bundle import BatchRange
 
@@ -51,6 +52,9 @@ class ExportOptions:
         tensorrt_precision: also build TensorRT engines ("fp32", "fp16", "int8") for this GPU;
             ``frame_size`` (height, width) fixes their profile (default: the parity frames');
             int8 calibrates on ``calibration_videos``.
+        openvino_precisions: OpenVINO variants for CPUs ("fp32", "bf16", "int8";
+            ``dlc_export/formats/openvino.py``); int8 calibrates on ``calibration_videos``,
+            bf16 needs a CPU with bf16 units.
         input_size: (height, width) the network runs at (bottom-up: letterbox in the graph).
             Top-down networks already run at fixed sizes: there it is the engines' frame size.
         overwrite: replace an earlier bundle at the output folder.
@@ -74,6 +78,7 @@ class ExportOptions:
     tensorrt_precision: str | None = None
     frame_size: tuple[int, int] | None = None
     calibration_videos: tuple[Path, ...] = ()
+    openvino_precisions: tuple[str, ...] = ()
     input_size: tuple[int, int] | None = None
     overwrite: bool = False
     detector_snapshot: Path | None = None
@@ -94,7 +99,8 @@ class ExportOptions:
         if unknown:
             raise ExportError(f"unknown export option {unknown[0]!r}; known: "
                               f"{', '.join(sorted(names))}")
-        tuples = ("onnx_precisions", "torch_precisions", "calibration_videos")
+        tuples = ("onnx_precisions", "torch_precisions", "calibration_videos",
+                  "openvino_precisions")
         changes = {k: tuple(v) if k in tuples else v for k, v in changes.items()}
         return dataclasses.replace(options or cls(), **changes)
 
@@ -118,6 +124,10 @@ class ExportOptions:
         _known("ONNX precision", self.onnx_precisions, ONNX_PRECISIONS)
         _known("torch precision", self.torch_precisions, TORCH_PRECISIONS)
         _known("torch method", (self.torch_method,), TORCH_METHODS)
+        _known("OpenVINO precision", self.openvino_precisions, OPENVINO_PRECISIONS)
+        if "int8" in self.openvino_precisions and not self.calibration_videos:
+            raise ExportError("OpenVINO int8 calibrates on frames of your videos: pass "
+                              "--calibration-video VIDEO (calibration_videos=...)")
         for name in ("input_size", "frame_size"):
             size = getattr(self, name)
             if size is not None and (len(size) != 2 or min(int(v) for v in size) < 1):
@@ -131,9 +141,14 @@ class ExportOptions:
                                      f"{', '.join(TENSORRT_PRECISIONS)}")
 
     def check_tools(self) -> None:
-        """Refuses a TensorRT build where TensorRT is missing, before any graph is written."""
+        """Refuses, before any graph is written, a TensorRT build where TensorRT is missing
+        and OpenVINO variants this machine cannot make or check."""
         if self.tensorrt_precision is not None:
             import_tensorrt()
+        if self.openvino_precisions:
+            from dlc_export.formats.openvino_int8 import check_tools
+
+            check_tools(self.openvino_precisions)
 
 
 def _torch_only(what: str, given: tuple[str | None, ...]) -> None:

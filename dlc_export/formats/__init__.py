@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dlc_export.formats.base import ArtifactFormat
 from dlc_export.formats.onnx import OnnxFormat
+from dlc_export.formats.openvino import OpenVinoFormat
 from dlc_export.formats.tensorrt import TensorRTFormat
 from dlc_export.formats.torchscript import TorchFormat
 from dlc_export.options import ExportOptions
@@ -16,6 +17,7 @@ def formats_for(options: ExportOptions) -> list[ArtifactFormat]:
     formats: list[ArtifactFormat] = [OnnxFormat("fp32")]
     formats += [OnnxFormat(p) for p in options.onnx_precisions]
     formats += [TorchFormat(p, options.torch_method) for p in options.torch_precisions]
+    formats += [OpenVinoFormat(p) for p in options.openvino_precisions]
     if options.tensorrt_precision:
         if options.tensorrt_precision == "fp16" and "fp16" not in options.onnx_precisions \
                 and strongly_typed_only():
@@ -24,4 +26,5 @@ def formats_for(options: ExportOptions) -> list[ArtifactFormat]:
     return formats
 
 
-__all__ = ["ArtifactFormat", "OnnxFormat", "TensorRTFormat", "TorchFormat", "formats_for"]
+__all__ = ["ArtifactFormat", "OnnxFormat", "OpenVinoFormat", "TensorRTFormat", "TorchFormat",
+           "formats_for"]

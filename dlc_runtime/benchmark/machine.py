@@ -10,7 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnx",
-            "opencv-python-headless", "numpy", "nvidia-ml-py")
+            "opencv-python-headless", "numpy", "nvidia-ml-py", "openvino", "nncf")
+#: CPU flags (Linux names) of the units reduced precision runs on: bf16 and int8 dot products.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16",
+             "amx_int8", "amx_tile", "avx512_fp16")
 
 
 def _cpu_model() -> str:
@@ -21,6 +24,18 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS` this CPU has (``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
 
 
 def _memory_mib() -> int | None:
@@ -58,7 +73,8 @@ def machine_info() -> dict:
         except PackageNotFoundError:
             pass
     gpu = _gpu() or {}
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_mib": _memory_mib(),
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "cpu_flags": cpu_flags(),
+            "memory_mib": _memory_mib(),
             "gpu": gpu.get("name"), "gpu_memory": gpu.get("memory"),
             "gpu_driver": gpu.get("driver"), "python": platform.python_version(),
             "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -47,6 +47,37 @@ def live_table(report: BenchmarkReport) -> list[str]:
     return lines
 
 
+def side_by_side(report: BenchmarkReport) -> list[str]:
+    """Every row's frames/s as a ratio to the first row's at the same batch (and to the
+    baseline's), with its keypoints vs fp32 (``compare_frames``); absent when not measured."""
+    if not any(row.vs_fp32 for row in report.rows):
+        return []
+    first = {}
+    for row in report.rows:
+        first.setdefault(row.batch_size, row)
+    base = report.baseline
+    measured = next(row.vs_fp32 for row in report.rows if row.vs_fp32)
+    which = "all keypoints (fp32 detects none)" if measured["min_likelihood"] is None \
+        else f"keypoints fp32 detects (likelihood >= {measured['min_likelihood']:g})"
+    lines = ["", f"Side by side: frames/s end to end as a ratio to the first row of the same "
+                 f"batch{' and to the baseline' if base else ''}; keypoints vs the fp32 graph "
+                 f"on onnxruntime over the video's first {measured['frames']} frames, on {which}.",
+             "", "| backend | precision | batch | frames/s | x first row"
+             + (" | x baseline" if base else "") + " | vs fp32 median / p95 / max px |",
+             "|" + " --- |" * (6 + bool(base))]
+    for row in report.rows:
+        vs = row.vs_fp32
+        cells = [row.backend_name or row.backend, row.precision or "default",
+                 str(row.batch_size), f"{row.fps_median:.2f}",
+                 f"{row.fps_median / first[row.batch_size].fps_median:.2f}"]
+        if base:
+            cells.append(f"{row.fps_median / base['fps']:.2f}")
+        cells.append(f"{vs['median_px']:.3f} / {vs['p95_px']:.3f} / {vs['max_px']:.3f}"
+                     if vs else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def baseline_lines(report: BenchmarkReport) -> list[str]:
     base = report.baseline
     if not base:
@@ -85,7 +116,8 @@ def markdown_table(report: BenchmarkReport) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Peak memory: a fresh process running one end-to-end run of the row "
                   "(interpreter and libraries included)."]
-    return "\n".join(lines + live_table(report) + baseline_lines(report)) + "\n"
+    return "\n".join(lines + side_by_side(report) + live_table(report)
+                     + baseline_lines(report)) + "\n"
 
 
 def plot(report: BenchmarkReport, path: Path) -> Path:

@@ -7,7 +7,12 @@ For each configuration, after ``warmup`` batches that are not counted:
 - efficiency: end to end / engine only;
 - peak host and device memory: the first of the ``repeats`` runs runs in a fresh process, whose
   peaks are the configuration's own (:mod:`dlc_runtime.benchmark.memory`); its frames/s counts
-  as one of the runs.
+  as one of the runs;
+- with ``compare_frames``: per backend and precision, how far its keypoints are from the fp32
+  graph's on onnxruntime (:mod:`dlc_runtime.benchmark.agreement`), on the video's first frames.
+
+``configs`` lists (backend, precision) pairs to run side by side (onnxruntime fp32 beside
+openvino fp32/bf16/int8) instead of every backend at every precision.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dlc_runtime.backends import make_backend
+from dlc_runtime.benchmark.agreement import VersusFp32
 from dlc_runtime.benchmark.machine import machine_info
 from dlc_runtime.benchmark.memory import run_isolated
 from dlc_runtime.benchmark.stages import StageClock, TimedBackend
@@ -54,6 +60,9 @@ class BenchmarkRow:
     device_memory_source: str | None = None
     #: which decoder read the video, and why ("nvdec (...)", "cpu (...)").
     decoder: str = ""
+    #: keypoints vs the fp32 graph on onnxruntime (``compare_frames``):
+    #: :meth:`dlc_runtime.benchmark.agreement.Agreement.to_dict`, None when not measured.
+    vs_fp32: dict[str, Any] | None = None
 
 
 @dataclass
@@ -242,52 +251,60 @@ def run_benchmark(bundle_path: str | Path | Bundle, video: str | Path, *,
                   warmup: int = 2, max_frames: int | None = None, engine_calls: int = 10,
                   on_row: Callable[[BenchmarkRow], None] | None = None,
                   decoder: str = "auto",
-                  backend_options: dict[str, Any] | None = None) -> BenchmarkReport:
+                  backend_options: dict[str, Any] | None = None,
+                  configs: tuple[tuple[str, str | None], ...] | None = None,
+                  compare_frames: int = 0) -> BenchmarkReport:
     """Benchmarks every (backend, precision, batch size); see the module docstring.
     ``decoder``: "auto", "cpu" or "nvdec" (:mod:`dlc_runtime.decoders`); ``backend_options``:
-    further backend factory options for every configuration (e.g. ``cuda_graphs=False``)."""
+    further backend factory options for every configuration (e.g. ``cuda_graphs=False``);
+    ``configs``: (backend, precision) pairs instead of ``backends`` x ``precisions``;
+    ``compare_frames``: frames on which each pair's keypoints are compared with fp32's (0:
+    not compared)."""
     bundle = bundle_path if isinstance(bundle_path, Bundle) else Bundle.load(bundle_path)
     video = Path(video)
     with VideoIterator(video, batch_size=1) as probe:
         size = (probe.height, probe.width)
     report = BenchmarkReport(str(bundle.path), str(video), size, machine=machine_info())
+    pairs = configs or tuple((b, p) for b in backends for p in precisions)
+    agreement = VersusFp32(bundle, video, compare_frames, backend_options, device) \
+        if compare_frames else None
     with tempfile.TemporaryDirectory(prefix="dlc-benchmark-") as scratch:
-        for backend in backends:
-            for precision in precisions:
-                for batch in batch_sizes:
-                    memory = run_isolated("dlc_runtime.benchmark.runner:end_to_end_run", {
-                        "bundle": str(bundle.path), "video": str(video), "backend": backend,
-                        "device": device, "precision": precision, "batch_size": batch,
-                        "warmup": warmup, "max_frames": max_frames, "decoder": decoder,
-                        "backend_options": backend_options},
-                        device)
-                    first = memory.result
-                    runs, clocks = [round(first["fps"], 2)], StageClock()
-                    counted, name = first["counted"], first["name"]
-                    for stage, values in first["samples"].items():
+        for backend, precision in pairs:
+            vs_fp32 = agreement.measure(backend, precision) if agreement else None
+            for batch in batch_sizes:
+                memory = run_isolated("dlc_runtime.benchmark.runner:end_to_end_run", {
+                    "bundle": str(bundle.path), "video": str(video), "backend": backend,
+                    "device": device, "precision": precision, "batch_size": batch,
+                    "warmup": warmup, "max_frames": max_frames, "decoder": decoder,
+                    "backend_options": backend_options},
+                    device)
+                first = memory.result
+                runs, clocks = [round(first["fps"], 2)], StageClock()
+                counted, name = first["counted"], first["name"]
+                for stage, values in first["samples"].items():
+                    clocks.samples[stage].extend(values)
+                for _ in range(repeats - 1):
+                    run = end_to_end(bundle, video, backend, device, precision, batch,
+                                     warmup, max_frames, Path(scratch), decoder,
+                                     backend_options)
+                    runs.append(round(run.fps, 2))
+                    counted, name = run.counted, run.name
+                    for stage, values in run.clock.samples.items():
                         clocks.samples[stage].extend(values)
-                    for _ in range(repeats - 1):
-                        run = end_to_end(bundle, video, backend, device, precision, batch,
-                                         warmup, max_frames, Path(scratch), decoder,
-                                         backend_options)
-                        runs.append(round(run.fps, 2))
-                        counted, name = run.counted, run.name
-                        for stage, values in run.clock.samples.items():
-                            clocks.samples[stage].extend(values)
-                    engine = engine_only(bundle, first_batch(video, batch), backend, device,
-                                         precision, warmup, engine_calls, backend_options)
-                    median = float(np.median(runs))
-                    row = BenchmarkRow(backend=backend, precision=precision, batch_size=batch,
-                                       device=device, frames=counted, fps_runs=runs,
-                                       fps_median=round(median, 2),
-                                       engine_fps=round(engine, 2),
-                                       efficiency=round(median / engine, 3),
-                                       stages_ms=clocks.summary(),
-                                       peak_rss_mb=memory.peak_rss_mb, backend_name=name,
-                                       peak_device_mb=memory.peak_device_mb,
-                                       device_memory_source=memory.device_source,
-                                       decoder=first["decoder"])
-                    report.rows.append(row)
-                    if on_row is not None:
-                        on_row(row)
+                engine = engine_only(bundle, first_batch(video, batch), backend, device,
+                                     precision, warmup, engine_calls, backend_options)
+                median = float(np.median(runs))
+                row = BenchmarkRow(backend=backend, precision=precision, batch_size=batch,
+                                   device=device, frames=counted, fps_runs=runs,
+                                   fps_median=round(median, 2),
+                                   engine_fps=round(engine, 2),
+                                   efficiency=round(median / engine, 3),
+                                   stages_ms=clocks.summary(),
+                                   peak_rss_mb=memory.peak_rss_mb, backend_name=name,
+                                   peak_device_mb=memory.peak_device_mb,
+                                   device_memory_source=memory.device_source,
+                                   decoder=first["decoder"], vs_fp32=vs_fp32)
+                report.rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     return report
