@@ -203,6 +203,8 @@ class DLCLive:
             graph = pipeline_class(self.bundle).backend_graph
             if graph != "pose":  # backends run "pose" unless told otherwise (top-down)
                 options.setdefault("graph", graph)
+            if self.backend == "openvino":  # one frame at a time: every core on it
+                options.setdefault("mode", "latency")
             engine = make_backend(self.bundle, self.backend, self.device, **options)
         try:
             pipeline = make_pipeline(self.bundle, engine)
