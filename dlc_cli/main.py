@@ -52,7 +52,12 @@ class _NetTypeOption(click.Option):
 
 
 @cli.command()
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(path_type=Path), required=False)
+@click.option("--coco", "coco_dir", type=click.Path(path_type=Path), default=None,
+              metavar="DIR",
+              help="Train on a COCO keypoint dataset instead of a project: DIR holds "
+                   "annotations/train.json, annotations/test.json and images/; the model goes "
+                   "to DIR/experiments/<net type>/train/.")
 @click.option("--shuffle", default=1, show_default=True, help="Shuffle index.")
 @click.option("--trainset-index", default=0, show_default=True,
               help="Index into the project's TrainingFraction.")
@@ -70,19 +75,31 @@ class _NetTypeOption(click.Option):
 @click.option("--no-progress", is_flag=True,
               help="No progress bar and no per-epoch lines (logging only).")
 @one_line_errors
-def train(config, shuffle, trainset_index, net_type, epochs, batch_size, device, resume,
+def train(config, coco_dir, shuffle, trainset_index, net_type, epochs, batch_size, device, resume,
           overwrite, overrides, no_progress):
-    """Train a pose model on a DeepLabCut project (CONFIG: its config.yaml)."""
+    """Train a pose model on a DeepLabCut project (CONFIG: its config.yaml) or, with --coco, on
+    a COCO keypoint dataset."""
     from dlc_train.apis import train_network
     from dlc_train.config import ConfigError
     from dlc_train.config.overrides import UnknownConfigKeyError
 
+    if (config is None) == (coco_dir is None):
+        raise click.UsageError("give a project's CONFIG or --coco DIR (one of them)")
     try:
-        train_dir = train_network(config, shuffle=shuffle, trainset_index=trainset_index,
-                                  net_type=net_type, epochs=epochs, batch_size=batch_size,
-                                  device=device, resume=resume,
-                                  pytorch_config_overrides=_parse_overrides(overrides),
-                                  progress=not no_progress, overwrite=overwrite)
+        if coco_dir is not None:
+            from dlc_train.apis.train_loader import train_coco
+
+            train_dir = train_coco(coco_dir, net_type=net_type, epochs=epochs,
+                                   batch_size=batch_size, device=device, resume=resume,
+                                   overwrite=overwrite,
+                                   pytorch_config_overrides=_parse_overrides(overrides),
+                                   progress=not no_progress)
+        else:
+            train_dir = train_network(config, shuffle=shuffle, trainset_index=trainset_index,
+                                      net_type=net_type, epochs=epochs, batch_size=batch_size,
+                                      device=device, resume=resume,
+                                      pytorch_config_overrides=_parse_overrides(overrides),
+                                      progress=not no_progress, overwrite=overwrite)
     except UnknownConfigKeyError as err:
         raise ConfigError(f"--set {err}") from None
     click.echo(f"snapshots in {train_dir}")
@@ -344,9 +361,23 @@ def _analyze_all(bundle, videos, problems, dest, progress: bool, **settings) -> 
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Training epochs (default: tuned).")
+@click.option("--multi-animal", is_flag=True,
+              help="Three animals crossing, touching, leaving the frame and occluding each "
+                   "other: track them and score identity switches, IDF1 and MOTA against the "
+                   "ground truth (needs the tracking-metrics extra).")
+@click.option("--tracker", type=click.Choice(["ellipse", "box", "skeleton"]), default=None,
+              help="With --multi-animal: the tracker of the analysis [default: ellipse].")
 @one_line_errors
-def demo(output, overwrite, seed, epochs):
+def demo(output, overwrite, seed, epochs, multi_animal, tracker):
     """Generate a synthetic project, train a small model, export it, analyze the video."""
+    if tracker and not multi_animal:
+        raise click.UsageError("--tracker needs --multi-animal")
+    if multi_animal:
+        from dlc_cli.demo_multi import run_multi_animal_demo
+
+        run_multi_animal_demo(output, seed=seed, epochs=epochs, echo=click.echo,
+                              overwrite=overwrite, tracker=tracker or "ellipse")
+        return
     from dlc_cli.demo import run_demo
 
     run_demo(output, seed=seed, epochs=epochs, echo=click.echo, overwrite=overwrite)
@@ -354,10 +385,12 @@ def demo(output, overwrite, seed, epochs):
 
 def _add_commands() -> None:
     from dlc_cli.benchmark import benchmark
+    from dlc_cli.evaluate import evaluate
     from dlc_cli.track import track
     from dlc_cli.visualize import label_video, plot
 
     cli.add_command(benchmark)
+    cli.add_command(evaluate)
     cli.add_command(label_video)
     cli.add_command(plot)
     cli.add_command(track)

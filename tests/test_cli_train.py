@@ -180,8 +180,7 @@ _NOT_CONFIG_KEYS = {
 
 
 @pytest.mark.parametrize("source", ["dlc_train/apis/train.py", "dlc_train/runners/train.py",
-                                    "dlc_train/runners/schedulers.py",
-                                    "dlc_train/data/transforms.py"])
+                                    "dlc_train/runners/schedulers.py"])
 def test_optional_keys_cover_what_the_trainer_reads(source):
     """OPTIONAL_KEYS must grow with the trainer, or --set would refuse a key it reads."""
     from dlc_train.config.overrides import OPTIONAL_KEYS
@@ -190,6 +189,26 @@ def test_optional_keys_cover_what_the_trainer_reads(source):
     assert read
     leaves = {key.rsplit(".", 1)[-1] for key in OPTIONAL_KEYS}
     assert read - leaves - set(_NOT_CONFIG_KEYS) == set()
+
+
+def test_every_transform_option_build_transforms_takes_can_be_set():
+    """build_transforms reads its keys from tables (config/defaults.py), not with .get() calls:
+    every option it accepts must be settable with --set, and an option it refuses must be
+    refused by the override check too, before anything is written."""
+    from dlc_train.config import ConfigError
+    from dlc_train.config.defaults import TRANSFORM_KEYS, TRANSFORM_OPTIONS
+    from dlc_train.config.overrides import UnknownConfigKeyError, check_override_keys
+    from dlc_train.data.transforms import build_transforms
+
+    for key in TRANSFORM_KEYS:
+        check_override_keys({}, {f"data.train.{key}": None})
+    for key, options in TRANSFORM_OPTIONS.items():
+        for option in options:
+            check_override_keys({}, {f"data.inference.{key}.{option}": None})
+    with pytest.raises(UnknownConfigKeyError, match="data.train.affine.rotate"):
+        check_override_keys({}, {"data.train.affine.rotate": 30})
+    with pytest.raises(ConfigError, match="'affine' has no option 'rotate'"):
+        build_transforms({"affine": {"rotate": 30}})
 
 
 # -- 3. epochs ----------------------------------------------------------------------------------

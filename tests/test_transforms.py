@@ -1,94 +1,134 @@
-"""Keypoint-aware augmentation: keypoints follow the image."""
+"""build_transforms: DeepLabCut 3's config keys, order and defaults, as albumentations; the dataset.
+
+Keypoints following the image, transform by transform: tests/test_augmentation.py.
+"""
 from __future__ import annotations
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
 
+from dlc_train.config import ConfigError
+from dlc_train.config.defaults import TRANSFORM_KEYS, augmentation
+from dlc_train.data import augmentations as dlc
 from dlc_train.data.dataset import PoseDataset, collate
-from dlc_train.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, Affine, AutoPadding,
-                                       CropSampling, HFlip, Resize, build_transforms)
-
-
-def _dot_image(h: int, w: int, x: float, y: float) -> np.ndarray:
-    """A black RGB image with a small bright blob centred on continuous coords (x, y)."""
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5  # pixel centres
-    blob = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2))
-    return np.repeat((255 * blob)[..., None], 3, axis=2).astype(np.uint8)
-
-
-def _blob_centre(image: np.ndarray) -> np.ndarray:
-    g = image[..., 0].astype(np.float64)
-    g = np.where(g > 0.3 * g.max(), g, 0)
-    yy, xx = np.mgrid[0:g.shape[0], 0:g.shape[1]] + 0.5
-    return np.array([(g * xx).sum() / g.sum(), (g * yy).sum() / g.sum()])
+from dlc_train.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, TRANSFORM_OPTIONS,
+                                       build_transforms)
+from dlc_train.task import Task
 
 
 def _kps(x: float, y: float) -> list[np.ndarray]:
     return [np.array([[[x, y, 2.0]]], dtype=np.float32)]
 
 
-@pytest.mark.parametrize("transform", [
-    Affine(p=1.0, rotation=40, scaling=(0.6, 1.4), translation=10),
-    CropSampling(64, 48, max_shift=0.2, method="hybrid"),
-    CropSampling(200, 150, method="uniform"),  # larger than the image: pads
-    Resize(50, 70, keep_ratio=True),
-    Resize(150, 60, keep_ratio=False),
-    HFlip([], p=1.0),
-    AutoPadding(32, 32),
-])
-def test_keypoint_follows_dot(transform):
-    rng = np.random.default_rng(0)
-    for trial in range(8):
-        x, y = rng.uniform(30, 90), rng.uniform(25, 70)
-        image = _dot_image(96, 120, x, y)
-        out, kps = transform(image, _kps(x, y), np.random.default_rng(trial))
-        kp = kps[0][0, 0]
-        if kp[2] == 0:  # left the image: the blob must be (mostly) gone too
-            assert out[..., 0].max() < 200 or not (0 <= kp[0] < out.shape[1])
-            continue
-        np.testing.assert_allclose(_blob_centre(out), kp[:2], atol=1.5,
-                                   err_msg=f"{transform} trial {trial}")
-
-
-def test_outside_keypoints_become_invisible():
-    image = np.zeros((100, 100, 3), np.uint8)
-    kps = [np.array([[[5, 5, 2], [95, 95, 2]]], dtype=np.float32)]
-    crop = CropSampling(40, 40, method="uniform")
-    _, out = crop(image, kps, np.random.default_rng(1))
-    inside = (out[0][0, :, :2] >= 0).all(1) & (out[0][0, :, :2] < 40).all(1)
-    np.testing.assert_array_equal(out[0][0, :, 2] > 0, inside)
-    assert kps[0][0, 0, 2] == 2  # input not modified
-
-
-def test_hflip_swaps_symmetric_pairs():
-    image = np.zeros((10, 20, 3), np.uint8)
-    kps = [np.array([[[2, 5, 2], [15, 5, 2], [8, 1, 2]]], dtype=np.float32)]
-    _, out = HFlip([(0, 1)], p=1.0)(image, kps, np.random.default_rng(0))
-    np.testing.assert_allclose(out[0][0, :, 0], [20 - 15, 20 - 2, 20 - 8])
-
-
-def test_build_from_dlc_config_is_deterministic():
-    aug = {"resize": None, "longest_max_size": None, "hflip": True,
-           "affine": {"p": 0.5, "rotation": 30, "scaling": [0.5, 1.25], "translation": 0},
-           "crop_sampling": {"width": 48, "height": 40, "max_shift": 0.1, "method": "hybrid"},
-           "hist_eq": True, "motion_blur": True, "gaussian_noise": 12.75,
-           "auto_padding": None, "normalize_images": True, "covering": None}
-    pipeline = build_transforms(aug)
+def test_deeplabcut_default_bottom_up_augmentation():
+    """aug_default.yaml: the albumentations transforms DeepLabCut 3 builds from it."""
+    pipeline = build_transforms(augmentation(Task.BOTTOM_UP)["train"])
     names = [type(t).__name__ for t in pipeline.transforms]
-    assert names == ["Affine", "CropSampling", "HistEq", "MotionBlur", "GaussianNoise",
-                     "Normalize"]  # hflip without symmetries is ignored
+    assert names == ["Affine", "PadIfNeeded", "KeypointAwareCrop", "MotionBlur", "GaussianNoise",
+                     "Normalize"]
+    affine, pad, crop, blur, noise, _ = pipeline.transforms
+    assert isinstance(affine, A.Affine) and affine.p == 0.5
+    assert affine.rotate == (-30.0, 30.0) and affine.scale == {"x": (0.5, 1.25),
+                                                               "y": (0.5, 1.25)}
+    assert (pad.min_height, pad.min_width) == (448, 448)
+    assert (crop.width, crop.height, crop.max_shift, crop.crop_sampling) == (448, 448, 0.1,
+                                                                             "hybrid")
+    assert isinstance(blur, A.MotionBlur) and blur.p == 0.5
+    assert noise.std == 12.75 and noise.p == 0.5
+
+
+def test_deeplabcut_defaults_where_the_config_leaves_them_out():
+    pipeline = build_transforms({"affine": {"rotation": 10}, "hflip": 0.3,
+                                 "gaussian_noise": True, "hist_eq": True, "covering": True,
+                                 "elastic_transform": True, "grayscale": True,
+                                 "crop_sampling": {"width": 32, "height": 32}})
+    by_name = {type(t).__name__: t for t in pipeline.transforms}
+    assert by_name["Affine"].p == 0.9  # DeepLabCut's default (ours used to be 0.5)
+    assert by_name["Affine"].scale == {"x": (1.0, 1.0), "y": (1.0, 1.0)}
+    assert by_name["SymmetricHFlip"].p == 0.3  # a float hflip is its probability
+    assert by_name["GaussianNoise"].std == 12.75  # true: DeepLabCut's 0.05 * 255
+    assert by_name["KeypointAwareCrop"].max_shift == 0.4
+    assert by_name["KeypointAwareCrop"].crop_sampling == "hybrid"
+    assert by_name["Equalize"].p == 0.5
+    assert by_name["CoarseDropout"].num_holes_range == (10, 10)
+    assert by_name["ElasticTransform"].alpha == 20 and by_name["ElasticTransform"].sigma == 5
+    assert by_name["Grayscale"].alpha == (0.5, 1.0)
+    # DeepLabCut's order, whatever the order of the keys.
+    assert list(by_name) == ["SymmetricHFlip", "Affine", "PadIfNeeded", "KeypointAwareCrop",
+                             "Equalize", "CoarseDropout", "ElasticTransform", "Grayscale",
+                             "GaussianNoise"]
+
+
+def test_resize_auto_padding_and_inference_sections():
+    pipeline = build_transforms({"resize": {"height": 64, "width": 96}, "auto_padding": {
+        "pad_height_divisor": 32, "pad_width_divisor": 32, "position": "top_left",
+        "border_mode": "constant"}, "normalize_images": True})
+    image = np.full((50, 60, 3), 255, np.uint8)
+    out, (kps,) = pipeline(image, _kps(30, 25), np.random.default_rng(0))
+    # Scaled by 64 / 50 to 64 x 77, padded at the right to 96, then already a multiple of 32.
+    assert out.shape == (64, 96, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(kps[0, 0], [30 * 64 / 50, 25 * 64 / 50, 2], rtol=1e-5)
+    np.testing.assert_allclose(out[0, 90], -IMAGENET_MEAN / IMAGENET_STD, rtol=1e-5)
+    plain = build_transforms(augmentation(Task.BOTTOM_UP)["inference"])
+    assert [type(t).__name__ for t in plain.transforms] == ["Normalize"]
+    assert len(build_transforms(None)) == 0
+
+
+def test_same_generator_same_augmentation():
+    aug = dict(augmentation(Task.BOTTOM_UP)["train"],
+               crop_sampling={"width": 48, "height": 40, "max_shift": 0.1, "method": "hybrid"},
+               hflip={"p": 0.5, "symmetries": [[0, 1]]}, covering=True, elastic_transform=True)
+    pipeline = build_transforms(aug)
     image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
-    a = pipeline(image, _kps(30, 30), np.random.default_rng(7))
-    b = pipeline(image, _kps(30, 30), np.random.default_rng(7))
+    kps = [np.array([[[30, 30, 2], [40, 20, 2]]], np.float32)]
+    a = pipeline(image, kps, np.random.default_rng(7))
+    b = pipeline(image, kps, np.random.default_rng(7))
+    c = pipeline(image, kps, np.random.default_rng(8))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1][0], b[1][0])
+    assert not np.array_equal(a[0], c[0])
     assert a[0].shape == (40, 48, 3) and a[0].dtype == np.float32
 
 
-def test_unsupported_key_raises():
-    with pytest.raises(ValueError, match="covering"):
-        build_transforms({"covering": {"p": 0.5}})
+@pytest.mark.parametrize("section,message", [
+    ({"covring": True}, "unknown transform key 'covring'; known keys: resize, "),
+    ({"affine": {"rotate": 10}}, "transform 'affine' has no option 'rotate'; its options: p, "
+                                 "rotation, scaling, translation"),
+    ({"affine": {"p": 2}}, "transform 'affine': "),
+    ({"crop_sampling": {"width": 10, "height": 10, "method": "random"}},
+     "crop_sampling method 'random': expected one of uniform, keypoints, density, hybrid"),
+    ({"crop_sampling": {"width": 10}}, "transform 'crop_sampling' needs height"),
+    ({"covering": {"p": 0.2}}, "transform 'covering' takes true or false"),
+    ({"hflip": {"symmetries": [["leftear", "rightlear"]]}}, "names 'rightlear', which is not a "
+                                                            "bodypart"),
+    ({"auto_padding": {"border_mode": "wrap"}}, "auto_padding border_mode 'wrap'"),
+])
+def test_bad_sections_are_one_line_config_errors(section, message):
+    with pytest.raises(ConfigError) as info:
+        build_transforms(section, bodyparts=["snout", "leftear", "rightear"])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_every_key_is_known_and_options_belong_to_keys():
+    assert set(TRANSFORM_OPTIONS) <= set(TRANSFORM_KEYS)
+    # top_down_crop and collate are part of the section, read by the dataset and the trainer.
+    assert len(build_transforms({"top_down_crop": {"width": 256, "height": 256},
+                                 "collate": None})) == 0
+
+
+def test_the_shared_stream_comes_from_the_generator():
+    flip = build_transforms({"hflip": {"p": 0.5, "symmetries": []}})
+    image = np.zeros((10, 20, 3), np.uint8)
+    xs = [float(flip(image, _kps(4, 5), np.random.default_rng(s))[1][0][0, 0, 0])
+          for s in range(30)]
+    assert set(xs) == {4.0, 16.0}
+    again = [float(flip(image, _kps(4, 5), np.random.default_rng(s))[1][0][0, 0, 0])
+             for s in range(30)]
+    assert xs == again
+    assert isinstance(flip.transforms[0], dlc.SymmetricHFlip)
 
 
 def test_dataset_and_collate(tmp_path):
@@ -106,6 +146,8 @@ def test_dataset_and_collate(tmp_path):
     assert item["image"].shape == (3, 40, 50) and item["image"].dtype == torch.float32
     expected_red = (1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
     assert torch.allclose(item["image"][0], torch.tensor(expected_red))
+    np.testing.assert_array_equal(item["annotations"]["keypoints"].numpy(),
+                                  [[[10, 10, 2], [0, 0, 0]]])
     batch = collate([ds[0], ds[1]])
     assert batch["image"].shape == (2, 3, 40, 60)
     assert batch["annotations"]["keypoints"].shape == (2, 1, 2, 3)

@@ -4,12 +4,28 @@ Every section is a fresh dict, so callers may change what they get.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from dlc_train.task import Task
 
 TRANSFORM_KEYS = ("resize", "longest_max_size", "hflip", "affine", "random_bbox_transform",
                   "crop_sampling", "hist_eq", "motion_blur", "covering", "elastic_transform",
                   "grayscale", "gaussian_noise", "auto_padding", "normalize_images",
                   "scale_to_unit_range", "top_down_crop", "collate")
+
+#: The options each mapping-valued transform key takes, with DeepLabCut 3's defaults (None:
+#: required, or "not set" where DeepLabCut passes None on).
+TRANSFORM_OPTIONS: dict[str, dict[str, Any]] = {
+    "resize": {"height": None, "width": None, "keep_ratio": True},
+    "hflip": {"p": 0.5, "symmetries": None},
+    "affine": {"p": 0.9, "rotation": None, "scaling": None, "translation": None},
+    "random_bbox_transform": {"shift_factor": 0.1, "shift_prob": 0.25,
+                              "scale_factor": (0.75, 1.25), "scale_prob": 1.0, "p": 1.0},
+    "crop_sampling": {"width": None, "height": None, "max_shift": 0.4, "method": "hybrid"},
+    "auto_padding": {"min_height": None, "min_width": None, "pad_height_divisor": 1,
+                     "pad_width_divisor": 1, "position": "random", "border_mode": "reflect_101",
+                     "border_value": None, "border_mask_value": None},
+}
 
 
 def transforms(**values) -> dict:

@@ -15,23 +15,15 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterator
 
+from dlc_train.config.defaults import TRANSFORM_KEYS, TRANSFORM_OPTIONS
 from dlc_train.config.io import ConfigError
 
 # The keys build_transforms reads in a ``data.train`` / ``data.inference`` section, with the
-# sub-keys of those that are mappings. The unsupported augmentations are read too (to refuse them
+# options of those that are mappings (both tables live in config/defaults.py, so a transform
+# added there is settable here). The unsupported augmentations are read too (to refuse them
 # when set), so setting them back to null must stay possible.
-_AUGMENTATION_KEYS = (
-    "resize", "resize.height", "resize.width", "resize.keep_ratio",
-    "longest_max_size",
-    "hflip", "hflip.symmetries", "hflip.p",
-    "affine", "affine.p", "affine.rotation", "affine.scaling", "affine.translation",
-    "crop_sampling", "crop_sampling.width", "crop_sampling.height", "crop_sampling.max_shift",
-    "crop_sampling.method",
-    "hist_eq", "motion_blur", "gaussian_noise",
-    "auto_padding", "auto_padding.pad_height_divisor", "auto_padding.pad_width_divisor",
-    "normalize_images", "scale_to_unit_range",
-    "covering", "elastic_transform", "grayscale", "random_bbox_transform", "top_down_crop",
-)
+_AUGMENTATION_KEYS = (*TRANSFORM_KEYS, *(f"{key}.{option}" for key, options in
+                                         TRANSFORM_OPTIONS.items() for option in options))
 
 OPTIONAL_KEYS: frozenset[str] = frozenset({
     # dlc_train/apis/train.py

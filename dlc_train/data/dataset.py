@@ -1,4 +1,8 @@
-"""PoseDataset: (image path, keypoints) samples -> augmented, normalized tensors."""
+"""PoseDataset: (image path, keypoints) samples -> augmented, normalized tensors; their loaders.
+
+Loaders (DLCLoader, COCOLoader) make these with ``create_dataset(transform, mode, task)``;
+``make_dataloaders`` batches them as the trainer reads ``train_settings``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,22 +11,23 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from dlc_train.data.transforms import Compose
+from dlc_train.data.transforms import Augmentation
 
 
 class PoseDataset(Dataset):
     """Args:
         samples: [(image path, keypoints (N, K, 3))]; visibility <= 0 marks unlabeled.
         transform: a pipeline from ``build_transforms`` (None: no augmentation, raw pixels).
+            Keypoints that it moves out of the image come back with visibility 0.
         bodyparts: bodypart names (K), for reference and checks.
         unique_keypoints: optional per-sample (U, 3) arrays (multi-animal unique bodyparts).
         seed: base seed; item ``i`` of epoch ``e`` is augmented with ``(seed, e, i)`` so runs
             are reproducible whatever the number of dataloader workers.
     """
 
-    def __init__(self, samples: Sequence[tuple[str, np.ndarray]], transform: Compose | None,
+    def __init__(self, samples: Sequence[tuple[str, np.ndarray]], transform: Augmentation | None,
                  bodyparts: Sequence[str], unique_keypoints: Sequence[np.ndarray] | None = None,
                  seed: int = 0):
         self.samples = [(str(p), np.asarray(k, dtype=np.float32)) for p, k in samples]
@@ -91,3 +96,28 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return {"image": images, "annotations": annotations,
             "path": [item["path"] for item in batch],
             "image_size": torch.tensor([[ih, iw] for ih, iw in zip(heights, widths)])}
+
+
+def make_dataloaders(train_set: PoseDataset, test_set: PoseDataset | None, settings: dict,
+                     seed: int, start_epoch: int = 1) -> tuple[DataLoader, DataLoader | None]:
+    """The trainer's batches, from ``train_settings`` (batch_size, dataloader_workers,
+    dataloader_pin_memory).
+
+    Training batches are shuffled by a generator seeded with ``seed + start_epoch - 1``, so a
+    resumed run does not replay the first epochs' order; test images come one at a time (full
+    frames of one project usually share a size; collate pads when they do not). No test loader
+    when there are no test images.
+    """
+    if len(train_set) == 0:
+        raise ValueError("no training images")
+    workers = int(settings.get("dataloader_workers") or 0)
+    pin = bool(settings.get("dataloader_pin_memory"))
+    generator = torch.Generator().manual_seed(int(seed) + int(start_epoch) - 1)
+    train_loader = DataLoader(train_set, batch_size=int(settings.get("batch_size") or 1),
+                              shuffle=True, num_workers=workers, collate_fn=collate,
+                              pin_memory=pin, generator=generator, drop_last=False)
+    test_loader = None
+    if test_set is not None and len(test_set) > 0:
+        test_loader = DataLoader(test_set, batch_size=1, shuffle=False, num_workers=workers,
+                                 collate_fn=collate, pin_memory=pin)
+    return train_loader, test_loader

@@ -18,13 +18,12 @@ import numpy as np
 import yaml
 
 from dlc_io import atomic_write_text
+from dlc_train.data.base import Loader, Sample, check_mode
 from dlc_train.data.project import LabeledData, Project, ProjectError, load_labels, load_project
 
-Sample = tuple[str, np.ndarray]  # (absolute image path, keypoints (N, K, 3))
 
-
-class DLCLoader:
-    """One shuffle of a DeepLabCut project.
+class DLCLoader(Loader):
+    """One shuffle of a DeepLabCut project (``create_dataset``: see Loader).
 
     Args:
         config_path: the project's config.yaml (or its folder).
@@ -44,6 +43,7 @@ class DLCLoader:
         if not 0 < self.train_fraction <= 1:
             raise ProjectError(f"TrainingFraction {self.train_fraction} must be in (0, 1]")
         self.labels: LabeledData = load_labels(self.project)
+        self._row: dict[str, int] | None = None  # image path -> label row, made when needed
         self.train_images, self.test_images = self._load_or_make_split()
 
     # -- names -------------------------------------------------------------------------------
@@ -110,23 +110,35 @@ class DLCLoader:
         atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
         return train, test
 
+    # -- what the project labels --------------------------------------------------------------
+    @property
+    def bodyparts(self) -> list[str]:
+        return list(self.project.bodyparts)
+
+    @property
+    def unique_bodyparts(self) -> list[str]:
+        return list(self.project.unique_bodyparts)
+
+    @property
+    def individuals(self) -> list[str]:
+        return list(self.project.individuals)
+
     # -- samples -----------------------------------------------------------------------------
+    def samples(self, mode: str = "train") -> list[Sample]:
+        check_mode(mode)
+        return self._samples(self.train_images if mode == "train" else self.test_images)
+
     def _samples(self, images: list[str]) -> list[Sample]:
         index = {p: i for i, p in enumerate(self.labels.image_paths)}
         root = self.project.project_path
         return [(str(root / p), self.labels.keypoints[index[p]].copy()) for p in images]
-
-    def train_samples(self) -> list[Sample]:
-        """[(image path, keypoints (N, K, 3) with vis 0 where unlabeled)] of the train split."""
-        return self._samples(self.train_images)
-
-    def test_samples(self) -> list[Sample]:
-        return self._samples(self.test_images)
 
     def unique_keypoints(self, image_path: str) -> np.ndarray | None:
         """(U, 3) unique-bodypart keypoints of one image (None when the project has none)."""
         if self.labels.unique_keypoints is None:
             return None
         rel = Path(image_path).relative_to(self.project.project_path).as_posix()
-        return self.labels.unique_keypoints[self.labels.image_paths.index(rel)].copy()
+        if self._row is None:
+            self._row = {p: i for i, p in enumerate(self.labels.image_paths)}
+        return self.labels.unique_keypoints[self._row[rel]].copy()
 

@@ -1,24 +1,38 @@
-"""Keypoint-aware image augmentation in numpy / cv2, built from DeepLabCut 3 config sections.
+"""``build_transforms``: the augmentation pipeline of a ``data.train`` / ``data.inference`` section.
 
-``build_transforms(cfg["data"]["train"])`` reads the same keys DeepLabCut 3 gives to
-albumentations (resize, longest_max_size, hflip, affine, crop_sampling, hist_eq, motion_blur,
-gaussian_noise, auto_padding, normalize_images, scale_to_unit_range) and applies them in the
-same order. Keys we do not implement (covering, elastic_transform, grayscale,
-random_bbox_transform, top_down_crop) raise when set, rather than train silently without them.
+As DeepLabCut 3, the pipeline is an albumentations ``Compose`` built from the section's keys, in
+DeepLabCut's order and with its defaults: resize / longest_max_size, hflip, affine,
+random_bbox_transform, crop_sampling, hist_eq, motion_blur, covering, elastic_transform,
+grayscale, gaussian_noise, auto_padding, normalize_images, scale_to_unit_range. ``top_down_crop``
+and ``collate`` belong to the section but are read by the dataset and the trainer. A key that is
+not one of these is refused (one line naming it and the known keys), as is an option of a
+transform that it does not take.
 
-Coordinates are continuous pixel coordinates: pixel ``i`` covers ``[i, i + 1)``, so resizing by
-``s`` maps ``x`` to ``x * s`` as albumentations does. A keypoint that leaves the image gets
-visibility 0 (its x, y are kept, for debugging). Every random draw comes from the
-``numpy.random.Generator`` passed in, so a seeded generator reproduces an augmentation exactly.
+``Augmentation`` wraps the Compose for our datasets: keypoints come as arrays ``(..., 3)`` (x, y,
+visibility), in continuous pixel coordinates (pixel ``i`` covers ``[i, i + 1)``). A keypoint that
+ends outside the output image (or under a ``covering`` hole) gets visibility 0; its x, y are
+kept, for debugging. Every random draw comes from the ``numpy.random.Generator`` passed in, so a
+seeded generator reproduces an augmentation exactly.
+
+Where we differ from DeepLabCut 3, on purpose: hflip swaps the symmetric bodyparts of every
+individual (DeepLabCut's only those of the first), symmetries may name bodyparts, motion blur
+keeps its kernel centred (a shifted kernel moves the animal away from its labels),
+``gaussian_noise: true`` means DeepLabCut's intended 12.75 (its code reads True as 1), and
+crop sampling centres on labeled keypoints only.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
-from typing import Any, Sequence
+import random
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
-import cv2
 import numpy as np
+
+from dlc_train.config.defaults import TRANSFORM_KEYS, TRANSFORM_OPTIONS
+from dlc_train.config.io import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -27,356 +41,332 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 Keypoints = list[np.ndarray]  # arrays (..., 3): x, y, visibility; [0] is (N, K, 3)
 
-
-def _transform_points(kps: Keypoints, matrix: np.ndarray) -> Keypoints:
-    """Applies a 2x3 affine matrix (continuous coordinates) to the x, y of every array."""
-    out = []
-    for arr in kps:
-        arr = arr.copy()
-        xy = arr[..., :2].reshape(-1, 2)
-        xy = xy @ matrix[:, :2].T + matrix[:, 2]
-        arr[..., :2] = xy.reshape(arr[..., :2].shape)
-        out.append(arr)
-    return out
+# Keys read elsewhere: their content is not ours to check.
+_READ_ELSEWHERE = ("top_down_crop", "collate")
+# Switches: DeepLabCut reads only whether they are set.
+_SWITCHES = ("hist_eq", "motion_blur", "covering", "elastic_transform", "grayscale",
+             "normalize_images", "scale_to_unit_range")
+_BORDER_MODES = {"constant": 0, "reflect_101": 4}  # cv2.BORDER_CONSTANT, cv2.BORDER_REFLECT_101
 
 
-def _mark_outside(kps: Keypoints, width: int, height: int) -> Keypoints:
-    for arr in kps:
-        x, y = arr[..., 0], arr[..., 1]
-        outside = (x < 0) | (y < 0) | (x >= width) | (y >= height) | ~np.isfinite(x + y)
-        arr[..., 2] = np.where(outside, 0.0, arr[..., 2])
-    return kps
+@dataclass
+class Augmented:
+    """One augmented sample: the image, keypoints as given (visibility updated), boxes
+    ``(B, 4)`` x, y, w, h aligned with the input boxes (all zero where a box left the image)."""
+
+    image: np.ndarray
+    keypoints: Keypoints
+    bboxes: np.ndarray | None = None
 
 
-def _pad(image: np.ndarray, kps: Keypoints, top: int, bottom: int, left: int,
-         right: int) -> tuple[np.ndarray, Keypoints]:
-    if top == bottom == left == right == 0:
-        return image, kps
-    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
-    shift = np.array([[1, 0, left], [0, 1, top]], dtype=np.float64)
-    return image, _transform_points(kps, shift)
+class Augmentation:
+    """An albumentations pipeline applied to an image, its keypoints and (optionally) boxes.
 
+    Args:
+        transforms: albumentations transforms, applied in order.
+    """
 
-class Transform:
-    """Base class: ``(image HxWx3, keypoints, rng) -> (image, keypoints)``."""
+    def __init__(self, transforms: Sequence[Any]):
+        from dlc_train.data.augmentations import A
+
+        with warnings.catch_warnings():
+            # A pipeline of image-only transforms (inference) has nothing to move keypoints.
+            warnings.filterwarnings("ignore", message="Got processor for", category=UserWarning)
+            self.compose = A.Compose(
+                list(transforms),
+                keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+                bbox_params=A.BboxParams(format="coco", label_fields=["bbox_ids"], clip=True))
+
+    @property
+    def transforms(self) -> list[Any]:
+        return list(self.compose.transforms)
+
+    def __len__(self) -> int:
+        return len(self.compose.transforms)
+
+    def __repr__(self) -> str:
+        return f"Augmentation({', '.join(repr(t) for t in self.compose.transforms)})"
 
     def __call__(self, image: np.ndarray, kps: Keypoints,
                  rng: np.random.Generator) -> tuple[np.ndarray, Keypoints]:
-        raise NotImplementedError
+        """Augments an image and its keypoint arrays (inputs are not modified)."""
+        out = self.apply(image, kps, rng)
+        return out.image, out.keypoints
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+    def apply(self, image: np.ndarray, keypoints: Keypoints, rng: np.random.Generator,
+              bboxes: np.ndarray | None = None) -> Augmented:
+        """Augments an image, its keypoint arrays ``(..., 3)`` and boxes ``(B, 4)`` (x, y, w, h).
 
+        The first keypoint array is taken as (N individuals, K bodyparts, 3) for hflip's
+        bodypart swaps; the other arrays (unique bodyparts) are not swapped.
+        """
+        from dlc_train.data.augmentations import LAYOUT_KEY
 
-class Compose(Transform):
-    def __init__(self, transforms: Sequence[Transform]):
-        self.transforms = list(transforms)
-
-    def __call__(self, image, kps, rng):
-        kps = [np.asarray(k, dtype=np.float32).copy() for k in kps]
-        for t in self.transforms:
-            image, kps = t(image, kps, rng)
-        return image, kps
-
-    def __len__(self) -> int:
-        return len(self.transforms)
-
-
-class Resize(Transform):
-    """Resizes to (height, width); with ``keep_ratio`` scales to fit, then pads bottom/right.
-
-    Padding at the bottom/right keeps the map from input to output a pure scale, which the
-    exported graph can invert with one multiply.
-    """
-
-    def __init__(self, height: int, width: int, keep_ratio: bool = True):
-        self.height, self.width, self.keep_ratio = int(height), int(width), bool(keep_ratio)
-
-    def __call__(self, image, kps, rng):
+        arrays = [np.asarray(k, dtype=np.float32) for k in keypoints]
+        rows = np.concatenate([a.reshape(-1, 3) for a in arrays]) if arrays \
+            else np.zeros((0, 3), np.float32)
         h, w = image.shape[:2]
-        if self.keep_ratio:
-            s = min(self.height / h, self.width / w)
-            sx = sy = s
-            new_w, new_h = max(1, round(w * s)), max(1, round(h * s))
-        else:
-            sx, sy = self.width / w, self.height / h
-            new_w, new_h = self.width, self.height
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        kps = _transform_points(kps, np.array([[new_w / w, 0, 0], [0, new_h / h, 0]]))
-        image, kps = _pad(image, kps, 0, self.height - new_h, 0, self.width - new_w)
-        return image, _mark_outside(kps, image.shape[1], image.shape[0])
+        labeled = (rows[:, 2] > 0) & _inside(rows, w, h)
+        # An unlabeled keypoint travels as NaN: transforms leave it alone (crop sampling never
+        # centres on it); its visibility travels as a column, so that it follows hflip's swaps.
+        points = np.column_stack([np.where(labeled[:, None], rows[:, :2], np.nan),
+                                  np.where(labeled, rows[:, 2], 0.0)]).astype(np.float32)
+        layout = arrays[0].shape[-3:-1] if arrays and arrays[0].ndim >= 3 else None
+        seed = int(rng.integers(2 ** 63))
+        # One shared stream: transforms seeded alike would all decide alike.
+        self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        boxes = np.zeros((0, 4)) if bboxes is None \
+            else np.asarray(bboxes, np.float64).reshape(-1, 4)
+        valid = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+        data = self.compose(image=image, keypoints=points, bboxes=boxes[valid],
+                            bbox_ids=np.flatnonzero(valid).tolist(),
+                            **({LAYOUT_KEY: tuple(layout)} if layout else {}))
+        out_image = data["image"]
+        moved = np.asarray(data["keypoints"], dtype=np.float32).reshape(-1, points.shape[1]) \
+            if len(points) else np.zeros((0, 3), np.float32)
+        if len(moved) != len(points):
+            raise RuntimeError(f"the augmentation changed the number of keypoints "
+                               f"({len(points)} -> {len(moved)}): {self!r}")
+        oh, ow = out_image.shape[:2]
+        finite = np.isfinite(moved[:, :2]).all(axis=1)
+        result = np.zeros_like(rows)
+        result[finite, :2] = moved[finite, :2]
+        result[:, 2] = np.where(finite & _inside(moved, ow, oh), moved[:, 2], 0.0)
+        out_kps, start = [], 0
+        for a in arrays:
+            out_kps.append(result[start:start + a[..., 0].size].reshape(a.shape))
+            start += a[..., 0].size
+        out_boxes = None
+        if bboxes is not None:
+            out_boxes = np.zeros_like(boxes)
+            for box, i in zip(np.asarray(data["bboxes"]).reshape(-1, 4), data["bbox_ids"]):
+                out_boxes[int(i)] = box
+        return Augmented(out_image, out_kps, out_boxes)
 
 
-class LongestMaxSize(Transform):
-    """Rescales so that the longest side equals ``max_size`` (up or down, as albumentations)."""
-
-    def __init__(self, max_size: int):
-        self.max_size = int(max_size)
-
-    def __call__(self, image, kps, rng):
-        h, w = image.shape[:2]
-        s = self.max_size / max(h, w)
-        new_w, new_h = max(1, round(w * s)), max(1, round(h * s))
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        return image, _transform_points(kps, np.array([[new_w / w, 0, 0], [0, new_h / h, 0]]))
+def _inside(rows: np.ndarray, width: int, height: int) -> np.ndarray:
+    x, y = rows[:, 0], rows[:, 1]
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(x) & np.isfinite(y) & (x >= 0) & (y >= 0) & (x < width) & (y < height)
 
 
-class HFlip(Transform):
-    """Horizontal flip that swaps left/right bodyparts (pairs of indices into the K axis)."""
-
-    def __init__(self, symmetries: Sequence[Sequence[int]], p: float = 0.5):
-        self.p = float(p)
-        self.symmetries = [(int(a), int(b)) for a, b in symmetries]
-
-    def __call__(self, image, kps, rng):
-        if rng.random() >= self.p:
-            return image, kps
-        w = image.shape[1]
-        image = np.ascontiguousarray(image[:, ::-1])
-        kps = _transform_points(kps, np.array([[-1.0, 0, w], [0, 1.0, 0]]))
-        main = kps[0]
-        for a, b in self.symmetries:
-            main[..., [a, b], :] = main[..., [b, a], :]
-        return image, kps
+@contextlib.contextmanager
+def _building(key: str) -> Iterator[None]:
+    """Bad values of one transform key -> one ConfigError line naming the key."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:  # pydantic's ValidationError is a ValueError
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = "; ".join(lines[:3]) if lines else type(err).__name__
+        raise ConfigError(f"transform {key!r}: {detail}") from None
 
 
-class Affine(Transform):
-    """Random rotation (degrees), scale and translation (pixels) about the image centre.
-
-    Args:
-        p: probability of applying it.
-        rotation: max absolute angle in degrees.
-        scaling: (low, high) scale factors.
-        translation: max absolute shift in pixels.
-    """
-
-    def __init__(self, p: float = 0.5, rotation: float = 0.0,
-                 scaling: Sequence[float] = (1.0, 1.0), translation: float = 0.0):
-        self.p = float(p)
-        self.rotation = float(rotation or 0.0)
-        lo, hi = (scaling, scaling) if np.isscalar(scaling) else scaling
-        self.scaling = (float(lo), float(hi))
-        self.translation = float(translation or 0.0)
-
-    def matrix(self, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-        """The 2x3 matrix in continuous coordinates for one random draw."""
-        angle = rng.uniform(-self.rotation, self.rotation)
-        scale = rng.uniform(*self.scaling)
-        tx, ty = rng.uniform(-self.translation, self.translation, size=2)
-        m = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
-        m[:, 2] += (tx, ty)
-        return m
-
-    def __call__(self, image, kps, rng):
-        if rng.random() >= self.p:
-            return image, kps
-        h, w = image.shape[:2]
-        m = self.matrix(w, h, rng)
-        # warpAffine works on pixel indices (centres at integers, ours at i + 0.5).
-        m_idx = m.copy()
-        m_idx[:, 2] = m[:, :2] @ np.array([0.5, 0.5]) + m[:, 2] - 0.5
-        image = cv2.warpAffine(image, m_idx, (w, h), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        kps = _transform_points(kps, m)
-        return image, _mark_outside(kps, w, h)
-
-
-class CropSampling(Transform):
-    """Pads to at least (height, width), then crops a (height, width) window.
-
-    Args:
-        width, height: crop size.
-        max_shift: max offset of the window centre from the chosen keypoint, as a fraction of
-            the crop size.
-        method: how the centre is chosen: ``uniform`` (anywhere), ``keypoints`` (a random
-            labelled keypoint), ``density`` (a keypoint, weighted by how many others lie near
-            it), ``hybrid`` (one of the three at random, per image).
-    """
-
-    METHODS = ("uniform", "keypoints", "density", "hybrid")
-
-    def __init__(self, width: int, height: int, max_shift: float = 0.1,
-                 method: str = "uniform"):
-        if method not in self.METHODS:
-            raise ValueError(f"crop_sampling method {method!r}: expected one of {self.METHODS}")
-        self.width, self.height = int(width), int(height)
-        self.max_shift, self.method = float(max_shift), method
-
-    def _center(self, w: int, h: int, kps: Keypoints,
-                rng: np.random.Generator) -> tuple[float, float]:
-        method = self.method
-        if method == "hybrid":
-            method = ("uniform", "keypoints", "density")[int(rng.integers(3))]
-        pts = np.concatenate([k.reshape(-1, 3) for k in kps]) if kps else np.zeros((0, 3))
-        pts = pts[(pts[:, 2] > 0) & np.isfinite(pts[:, :2]).all(1)]
-        if method == "uniform" or len(pts) == 0:
-            return rng.uniform(0, w), rng.uniform(0, h)
-        if method == "keypoints":
-            weights = np.ones(len(pts))
-        else:
-            # Density: keypoints with many neighbours within a quarter crop pull the crop there.
-            radius = 0.25 * max(self.width, self.height)
-            dist = np.linalg.norm(pts[:, None, :2] - pts[None, :, :2], axis=-1)
-            weights = (dist < radius).sum(1).astype(np.float64)
-        i = rng.choice(len(pts), p=weights / weights.sum())
-        dx = rng.uniform(-self.max_shift, self.max_shift) * self.width
-        dy = rng.uniform(-self.max_shift, self.max_shift) * self.height
-        return float(pts[i, 0] + dx), float(pts[i, 1] + dy)
-
-    def __call__(self, image, kps, rng):
-        h, w = image.shape[:2]
-        pad_w, pad_h = max(0, self.width - w), max(0, self.height - h)
-        image, kps = _pad(image, kps, pad_h // 2, pad_h - pad_h // 2, pad_w // 2,
-                          pad_w - pad_w // 2)
-        h, w = image.shape[:2]
-        cx, cy = self._center(w, h, kps, rng)
-        left = int(np.clip(round(cx - self.width / 2), 0, w - self.width))
-        top = int(np.clip(round(cy - self.height / 2), 0, h - self.height))
-        image = np.ascontiguousarray(image[top:top + self.height, left:left + self.width])
-        kps = _transform_points(kps, np.array([[1.0, 0, -left], [0, 1.0, -top]]))
-        return image, _mark_outside(kps, self.width, self.height)
-
-
-class HistEq(Transform):
-    """Per-channel histogram equalization with probability p (albumentations' Equalize)."""
-
-    def __init__(self, p: float = 0.5):
-        self.p = float(p)
-
-    def __call__(self, image, kps, rng):
-        if rng.random() >= self.p:
-            return image, kps
-        img = image.astype(np.uint8)
-        return np.stack([cv2.equalizeHist(img[..., c]) for c in range(img.shape[2])], -1), kps
-
-
-class MotionBlur(Transform):
-    """A random straight-line blur (kernel 3-7 px) with probability p."""
-
-    def __init__(self, p: float = 0.5, blur_limit: tuple[int, int] = (3, 7)):
-        self.p, self.blur_limit = float(p), tuple(blur_limit)
-
-    def __call__(self, image, kps, rng):
-        if rng.random() >= self.p:
-            return image, kps
-        sizes = list(range(self.blur_limit[0] | 1, self.blur_limit[1] + 1, 2))
-        k = sizes[int(rng.integers(len(sizes)))]
-        angle = rng.uniform(0, math.pi)
-        kernel = np.zeros((k, k), dtype=np.float32)
-        c, r = (k - 1) / 2, (k - 1) / 2
-        p0 = (round(c - r * math.cos(angle)), round(c - r * math.sin(angle)))
-        p1 = (round(c + r * math.cos(angle)), round(c + r * math.sin(angle)))
-        cv2.line(kernel, p0, p1, 1.0, thickness=1)
-        kernel /= kernel.sum()
-        return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT), kps
-
-
-class GaussianNoise(Transform):
-    """Additive per-pixel, per-channel noise; variance drawn in [0, std**2] (pixel units)."""
-
-    def __init__(self, std: float, p: float = 0.5):
-        self.std, self.p = float(std), float(p)
-
-    def __call__(self, image, kps, rng):
-        if rng.random() >= self.p:
-            return image, kps
-        sigma = math.sqrt(rng.uniform(0, self.std ** 2))
-        noisy = image.astype(np.float32) + rng.normal(0, sigma, image.shape).astype(np.float32)
-        if image.dtype == np.uint8:
-            return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), kps
-        return noisy, kps
-
-
-class AutoPadding(Transform):
-    """Pads bottom/right so that H and W are multiples of the divisors (HRNet needs 32)."""
-
-    def __init__(self, pad_height_divisor: int = 1, pad_width_divisor: int = 1):
-        self.hdiv, self.wdiv = int(pad_height_divisor or 1), int(pad_width_divisor or 1)
-
-    def __call__(self, image, kps, rng):
-        h, w = image.shape[:2]
-        return _pad(image, kps, 0, (-h) % self.hdiv, 0, (-w) % self.wdiv)
-
-
-class Normalize(Transform):
-    """(x / 255 - ImageNet mean) / ImageNet std, RGB, as float32."""
-
-    def __call__(self, image, kps, rng):
-        return ((image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD), kps
-
-
-class ScaleToUnitRange(Transform):
-    def __call__(self, image, kps, rng):
-        return image.astype(np.float32) / 255.0, kps
-
-
-_UNSUPPORTED = ("covering", "elastic_transform", "grayscale", "random_bbox_transform",
-                "top_down_crop")
-
-
-def _enabled(value: Any) -> bool:
-    return value not in (None, False, 0, {}, [])
+def _options(key: str, value: Any) -> dict[str, Any]:
+    """A mapping-valued key's options, DeepLabCut's defaults filled in; unknown ones refused."""
+    defaults = TRANSFORM_OPTIONS[key]
+    given = value if isinstance(value, dict) else {}
+    unknown = [k for k in given if k not in defaults]
+    if unknown:
+        raise ConfigError(f"transform {key!r} has no option {unknown[0]!r}; its options: "
+                         f"{', '.join(defaults)}")
+    options = {**defaults, **given}
+    missing = [k for k in ("width", "height") if k in options and options[k] is None
+               and key in ("resize", "crop_sampling")]
+    if missing:
+        raise ConfigError(f"transform {key!r} needs {' and '.join(missing)}")
+    return options
 
 
 def _symmetries(spec: Any, bodyparts: Sequence[str] | None) -> list[tuple[int, int]]:
+    """hflip symmetries as bodypart index pairs; names are looked up in ``bodyparts``."""
+    names = list(bodyparts) if bodyparts is not None else None
     pairs = []
-    for a, b in spec or []:
-        if isinstance(a, str) or isinstance(b, str):
-            if bodyparts is None:
-                raise ValueError("hflip symmetries name bodyparts but no bodyparts were given")
-            try:
-                a, b = list(bodyparts).index(a), list(bodyparts).index(b)
-            except ValueError:
-                raise ValueError(f"hflip symmetry ({a}, {b}) names an unknown bodypart") from None
-        pairs.append((int(a), int(b)))
+    for pair in spec or []:
+        if len(pair) != 2:
+            raise ConfigError(f"hflip symmetry {pair!r}: expected a pair of bodyparts")
+        indices = []
+        for part in pair:
+            if isinstance(part, str) and not part.isdigit():
+                if names is None or part not in names:
+                    raise ConfigError(f"hflip symmetry {tuple(pair)} names {part!r}, which is not "
+                                     f"a bodypart{'' if names is None else ' of ' + str(names)}")
+                indices.append(names.index(part))
+            else:
+                index = int(part)
+                if names is not None and not 0 <= index < len(names):
+                    raise ConfigError(f"hflip symmetry {tuple(pair)}: index {index} is outside "
+                                     f"the {len(names)} bodyparts")
+                indices.append(index)
+        pairs.append((indices[0], indices[1]))
     return pairs
 
 
-def build_transforms(aug: dict | None, bodyparts: Sequence[str] | None = None) -> Compose:
+def _check_keys(aug: dict) -> None:
+    unknown = [k for k in aug if k not in TRANSFORM_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown transform key {unknown[0]!r}; known keys: "
+                         f"{', '.join(TRANSFORM_KEYS)}")
+    for key in _SWITCHES:
+        value = aug.get(key)
+        if isinstance(value, dict) and value:
+            raise ConfigError(f"transform {key!r} takes true or false, not options "
+                             f"({', '.join(value)}): DeepLabCut 3 does not read them either")
+
+
+def build_transforms(aug: dict | None, bodyparts: Sequence[str] | None = None) -> Augmentation:
     """Builds the pipeline of one ``data.train`` / ``data.inference`` config section.
 
     Args:
-        aug: the section (DeepLabCut keys; ``None``/``False`` values mean off).
-        bodyparts: bodypart names, to resolve hflip symmetries given by name.
+        aug: the section (DeepLabCut keys; null / false values mean off).
+        bodyparts: bodypart names, to resolve and check hflip symmetries.
+
+    Raises:
+        ConfigError (a ValueError): an unknown key or option, or a bad value (one line).
     """
     aug = dict(aug or {})
-    for key in _UNSUPPORTED:
-        if _enabled(aug.get(key)):
-            raise ValueError(f"augmentation {key!r} is not supported by dlc_train; "
-                             "set it to null in the pytorch_config.yaml")
-    ts: list[Transform] = []
-    if _enabled(resize := aug.get("resize")):
-        ts.append(Resize(resize["height"], resize["width"], resize.get("keep_ratio", True)))
-    if _enabled(lms := aug.get("longest_max_size")):
-        ts.append(LongestMaxSize(lms))
-    if _enabled(hflip := aug.get("hflip")):
-        spec = hflip if isinstance(hflip, dict) else {}
-        pairs = _symmetries(spec.get("symmetries"), bodyparts)
-        if pairs:
-            ts.append(HFlip(pairs, p=spec.get("p", 0.5)))
-        else:
-            # A plain flip would swap what "left" means for every left/right bodypart pair and
-            # teach the model the wrong labels; without declared pairs we cannot fix that up.
-            logger.warning("hflip ignored: it needs 'symmetries' (pairs of bodyparts)")
-    if _enabled(affine := aug.get("affine")):
-        ts.append(Affine(p=affine.get("p", 0.5), rotation=affine.get("rotation", 0),
-                         scaling=affine.get("scaling", (1.0, 1.0)),
-                         translation=affine.get("translation", 0)))
-    if _enabled(crop := aug.get("crop_sampling")):
-        ts.append(CropSampling(crop["width"], crop["height"], crop.get("max_shift", 0.1),
-                               crop.get("method", "uniform")))
-    if _enabled(aug.get("hist_eq")):
-        ts.append(HistEq(p=0.5))
-    if _enabled(aug.get("motion_blur")):
-        ts.append(MotionBlur(p=0.5))
-    if _enabled(noise := aug.get("gaussian_noise")):
-        # ``true`` means albumentations' default std of ~sqrt(50) pixel units.
-        ts.append(GaussianNoise(math.sqrt(50.0) if noise is True else float(noise), p=0.5))
-    if _enabled(pad := aug.get("auto_padding")):
-        ts.append(AutoPadding(pad.get("pad_height_divisor", 1), pad.get("pad_width_divisor", 1)))
-    if _enabled(aug.get("normalize_images")):
-        ts.append(Normalize())
-    elif _enabled(aug.get("scale_to_unit_range")):
-        ts.append(ScaleToUnitRange())
-    return Compose(ts)
+    _check_keys(aug)
+    ts: list[Any] = []
+    for key in TRANSFORM_KEYS:
+        value = aug.get(key)
+        if value is None or value is False or key in _READ_ELSEWHERE:
+            continue
+        with _building(key):
+            ts += _BUILDERS[key](value, bodyparts)
+    return Augmentation(ts)
+
+
+# One builder per key: (value, bodyparts) -> transforms. The order of TRANSFORM_KEYS is
+# DeepLabCut's order of application.
+def _resize(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import A, PadIfNeeded
+
+    o = _options("resize", value)
+    height, width = int(o["height"]), int(o["width"])
+    if not o["keep_ratio"]:
+        return [A.Resize(height, width)]
+    # Scale to fit, then pad bottom / right: input to output stays a pure scale.
+    return [A.LongestMaxSize(max_size_hw=(height, width)),
+            PadIfNeeded(min_height=height, min_width=width, position="top_left",
+                        border_mode=_BORDER_MODES["constant"], fill=0)]
+
+
+def _longest_max_size(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import A
+
+    return [A.LongestMaxSize(max_size=int(value))]
+
+
+def _hflip(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import SymmetricHFlip
+
+    o = _options("hflip", value)
+    p = float(value) if isinstance(value, float) else float(o["p"])
+    if o["symmetries"] is None:
+        logger.warning("hflip without symmetries: left and right bodyparts are not swapped; "
+                       "do not use it if the animal has symmetric keypoints")
+    return [SymmetricHFlip(_symmetries(o["symmetries"], bodyparts), p=p)]
+
+
+def _affine(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import Affine
+
+    o = _options("affine", value)
+    kwargs: dict[str, Any] = {"p": float(o["p"]), "keep_ratio": True,
+                              "border_mode": _BORDER_MODES["constant"]}
+    if o["scaling"] is not None:
+        kwargs["scale"] = tuple(float(s) for s in np.broadcast_to(o["scaling"], 2))
+    if o["rotation"] is not None:
+        kwargs["rotate"] = (-float(o["rotation"]), float(o["rotation"]))
+    if o["translation"] is not None:
+        kwargs["translate_px"] = (-int(o["translation"]), int(o["translation"]))
+    return [Affine(**kwargs)]
+
+
+def _random_bbox_transform(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import RandomBBoxTransform
+
+    o = _options("random_bbox_transform", value)
+    return [RandomBBoxTransform(o["shift_factor"], o["shift_prob"], o["scale_factor"],
+                                o["scale_prob"], p=o["p"])]
+
+
+def _crop_sampling(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import KeypointAwareCrop, PadIfNeeded
+
+    o = _options("crop_sampling", value)
+    return [PadIfNeeded(min_height=int(o["height"]), min_width=int(o["width"]),
+                        border_mode=_BORDER_MODES["constant"], fill=0, p=1.0),
+            KeypointAwareCrop(o["width"], o["height"], o["max_shift"], o["method"])]
+
+
+def _switch(make):
+    """A builder for a switch: ``make(augmentations module)`` when the key is set."""
+    def build(value: Any, bodyparts) -> list:
+        from dlc_train.data import augmentations
+
+        return [make(augmentations)] if value else []
+    return build
+
+
+def _gaussian_noise(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import GaussianNoise
+
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return [GaussianNoise(std=float(value) if numeric else 12.75, p=0.5)]
+
+
+def _normalize(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import A
+
+    if not value:
+        return []
+    return [A.Normalize(mean=IMAGENET_MEAN.tolist(), std=IMAGENET_STD.tolist(),
+                        max_pixel_value=255.0)]
+
+
+def _unit_range(value: Any, bodyparts) -> list:
+    from dlc_train.data.augmentations import A
+
+    return [A.ToFloat(max_value=255.0)] if value else []
+
+
+_BUILDERS = {
+    "resize": _resize,
+    "longest_max_size": _longest_max_size,
+    "hflip": _hflip,
+    "affine": _affine,
+    "random_bbox_transform": _random_bbox_transform,
+    "crop_sampling": _crop_sampling,
+    "hist_eq": _switch(lambda m: m.A.Equalize(p=0.5)),
+    # A line through the kernel's centre, symmetric: a shifted or one-sided kernel moves the
+    # animal away from its labels (by up to half the kernel).
+    "motion_blur": _switch(lambda m: m.A.MotionBlur(blur_limit=(3, 7), allow_shifted=False,
+                                                    direction_range=(0.0, 0.0), p=0.5)),
+    "covering": _switch(lambda m: m.CoarseDropout(p=0.5)),
+    "elastic_transform": _switch(lambda m: m.ElasticTransform(alpha=20.0, sigma=5.0, p=0.5)),
+    "grayscale": _switch(lambda m: m.Grayscale(alpha=(0.5, 1.0), p=0.5)),
+    "gaussian_noise": _gaussian_noise,
+    "auto_padding": lambda value, bodyparts: [_auto_padding(_options("auto_padding", value))],
+    "normalize_images": _normalize,
+    "scale_to_unit_range": _unit_range,
+}
+
+
+def _auto_padding(o: dict[str, Any]):
+    """DeepLabCut's auto_padding: PadIfNeeded to a minimum size and / or size divisors."""
+    from dlc_train.data.augmentations import PadIfNeeded
+
+    if o["border_mode"] not in _BORDER_MODES:
+        raise ConfigError(f"auto_padding border_mode {o['border_mode']!r}: expected one of "
+                         f"{', '.join(_BORDER_MODES)}")
+    for side in ("height", "width"):
+        if o[f"min_{side}"] is not None and o[f"pad_{side}_divisor"] not in (None, 1):
+            raise ConfigError(f"auto_padding: set min_{side} or pad_{side}_divisor, not both")
+    divisor_h = None if o["min_height"] is not None else (o["pad_height_divisor"] or 1)
+    divisor_w = None if o["min_width"] is not None else (o["pad_width_divisor"] or 1)
+    return PadIfNeeded(min_height=o["min_height"], min_width=o["min_width"],
+                       pad_height_divisor=divisor_h, pad_width_divisor=divisor_w,
+                       position=o["position"], border_mode=_BORDER_MODES[o["border_mode"]],
+                       fill=o["border_value"] or 0, fill_mask=o["border_mask_value"] or 0, p=1.0)

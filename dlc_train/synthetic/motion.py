@@ -32,7 +32,8 @@ def _excess(kps: np.ndarray, spec: SyntheticSpec) -> float:
     return float(np.clip(lo - kps, 0, None).sum() + np.clip(kps - hi, 0, None).sum())
 
 
-def _jitter_color(rng: np.random.Generator, appearance: Appearance) -> tuple[float, float, float]:
+def jitter_color(rng: np.random.Generator, appearance: Appearance) -> tuple[float, float, float]:
+    """The project's animal colour, jittered per animal."""
     c = np.asarray(appearance.animal) + rng.uniform(-COLOR_JITTER, COLOR_JITTER, size=3)
     return tuple(float(v) for v in np.clip(c, 0, 255))  # type: ignore[return-value]
 
@@ -48,7 +49,7 @@ def sample_pose(rng: np.random.Generator, spec: SyntheticSpec, appearance: Appea
         bend=float(rng.uniform(-MAX_BEND, MAX_BEND)),
         tail_curl=float(np.clip(rng.normal(0.0, 0.6), -1.5, 1.5)),
         tail_wave=float(rng.uniform(0.0, 0.5)), tail_phase=float(rng.uniform(0, 2 * np.pi)),
-        color=_jitter_color(rng, appearance))
+        color=jitter_color(rng, appearance))
 
 
 def _apart(pose: AnimalPose, others: list[AnimalPose]) -> bool:

@@ -10,9 +10,11 @@ Layout (``{task}-{scorer}-{date}/``)::
 Keypoints outside the frame are NaN in both the labels and the ground truth (DeepLabCut's
 "unlabeled"). Labeled poses are resampled until every keypoint is inside, so labels have no NaN in
 practice; in the video only the tail tip leaves the frame, in about 5-10 % of the frames at the
-default size (the animal turns away from walls, its tail can swing out). Same seed -> identical
-PNG, CSV and ground truth bytes and (with this OpenCV/FFmpeg) an identical mp4; the .h5 content is
-identical but HDF5 stores timestamps, so compare it with pandas, not bytes.
+default size (the animal turns away from walls, its tail can swing out). With
+``video_motion="tracking"`` the video is the scripted scenario and the labeled frames are crowded
+(animals touching, one across the border; covered keypoints unlabeled too). Same seed ->
+identical PNG, CSV and ground truth bytes and (with this OpenCV/FFmpeg) an identical mp4; the .h5
+content is identical but HDF5 stores timestamps, so compare it with pandas, not bytes.
 
 The label files follow DeepLabCut exactly: the .h5 holds key ``df_with_missing`` (table format),
 columns MultiIndex (scorer, bodyparts, coords) or, for several animals, (scorer, individuals,
@@ -31,8 +33,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .crowded import covered_keypoints, sample_crowded_poses
 from .motion import inside, sample_frame_poses, simulate_video_poses
 from .render import make_background, render_frame, sample_appearance
+from .scenario import scenario_poses
 from .spec import BODYPARTS, SKELETON, SyntheticSpec
 
 GROUND_TRUTH_COLUMNS = ["frame", "individual", "bodypart", "x", "y"]
@@ -114,13 +118,18 @@ def _write_labeled_frames(spec: SyntheticSpec, labeled_dir: Path, background: np
                           appearance, rngs: dict) -> pd.DataFrame:
     digits = max(4, len(str(spec.num_labeled_frames - 1)))
     rows, index = [], []
+    crowded = spec.video_motion == "tracking"   # label what the scenario's video shows
+    sample = sample_crowded_poses if crowded else sample_frame_poses
     for i in range(spec.num_labeled_frames):
-        poses = sample_frame_poses(rngs["labeled"], spec, appearance)
+        poses = sample(rngs["labeled"], spec, appearance)
         img, kps = render_frame(background, poses, rngs["labeled_noise"])
         name = f"img{i:0{digits}d}.png"
         if not cv2.imwrite(str(labeled_dir / name), img):
             raise OSError(f"could not write {labeled_dir / name}")
-        rows.append(_mask_outside(kps, spec).reshape(-1))
+        labels = _mask_outside(kps, spec)
+        if crowded:
+            labels[covered_keypoints(poses, kps, spec.width, spec.height)] = np.nan
+        rows.append(labels.reshape(-1))
         index.append(f"labeled-data/{spec.video_stem}/{name}")
     return pd.DataFrame(np.asarray(rows, np.float64), index=pd.Index(index),
                         columns=label_columns(spec))
@@ -128,7 +137,10 @@ def _write_labeled_frames(spec: SyntheticSpec, labeled_dir: Path, background: np
 
 def _write_video(spec: SyntheticSpec, video_path: Path, background: np.ndarray, appearance,
                  rngs: dict) -> np.ndarray:
-    frames = simulate_video_poses(rngs["video"], spec, appearance)
+    if spec.video_motion == "tracking":
+        frames = scenario_poses(spec, appearance)
+    else:
+        frames = simulate_video_poses(rngs["video"], spec, appearance)
     writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), float(spec.fps),
                              (spec.width, spec.height))
     if not writer.isOpened():

@@ -9,6 +9,11 @@ SKELETON: list[list[str]] = [
     ["rightear", "tailbase"], ["tailbase", "tailtip"],
 ]
 
+VIDEO_MOTIONS = ("random", "tracking")
+# The scripted tracking scenario: its animals, and the frames it needs to show every event.
+SCENARIO_ANIMALS = 3
+SCENARIO_MIN_FRAMES = 60
+
 
 @dataclass(frozen=True)
 class SyntheticSpec:
@@ -28,6 +33,11 @@ class SyntheticSpec:
             The date is fixed (not today) so that the output is reproducible.
         video_stem: name of the video and of its ``labeled-data`` folder.
         net_type: ``default_net_type`` written into config.yaml.
+        video_motion: how the video's animals move: "random" (independent random walks that
+            keep the animals apart) or "tracking" (the scripted three-animal scenario of
+            :mod:`~dlc_train.synthetic.scenario`: crossing, touching, leaving the frame,
+            occluding; needs ``num_animals=3`` and 60 video frames or more). With "tracking"
+            the labeled frames are crowded too (:mod:`~dlc_train.synthetic.crowded`).
     """
 
     seed: int = 0
@@ -43,6 +53,7 @@ class SyntheticSpec:
     date: str = "2024-01-01"
     video_stem: str = "synthmouse"
     net_type: str = "resnet_50"
+    video_motion: str = "random"
 
     def __post_init__(self) -> None:
         if self.width < 32 or self.height < 32:
@@ -61,6 +72,15 @@ class SyntheticSpec:
             if footprint > 0.6 * self.width * self.height:
                 raise ValueError(f"{self.num_animals} animals of body_length {self.body_length} do "
                                  f"not fit in {self.width}x{self.height}; use a larger frame")
+        if self.video_motion not in VIDEO_MOTIONS:
+            raise ValueError(f"video_motion must be one of {', '.join(VIDEO_MOTIONS)}, got "
+                             f"{self.video_motion!r}")
+        if self.video_motion == "tracking" and self.num_animals != SCENARIO_ANIMALS:
+            raise ValueError(f"video_motion 'tracking' scripts {SCENARIO_ANIMALS} animals; "
+                             f"num_animals is {self.num_animals}")
+        if self.video_motion == "tracking" and self.num_video_frames < SCENARIO_MIN_FRAMES:
+            raise ValueError(f"video_motion 'tracking' needs num_video_frames >= "
+                             f"{SCENARIO_MIN_FRAMES}, got {self.num_video_frames}")
         for name in ("task", "scorer", "video_stem"):
             value = getattr(self, name)
             if not value or any(c in value for c in "/\\ -"):

@@ -1,0 +1,274 @@
+"""evaluate_network: a shuffle's metrics and predictions, as ``deeplabcut.evaluate_network``.
+
+For each shuffle and snapshot: predictions on every labeled image of the shuffle's split,
+DeepLabCut 3's metrics on the train and the test images (:mod:`dlc_train.evaluation.run`), and
+DeepLabCut 3's result files in its folders (:mod:`dlc_train.evaluation.results`); labeled
+images with ``plotting``. docs/evaluate.md states where the numbers can differ from
+DeepLabCut's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dlc_train.config import ConfigError, read_config_as_dict
+from dlc_train.data.dlcloader import DLCLoader
+from dlc_train.data.project import ProjectError, load_project
+from dlc_train.evaluation import results as files
+from dlc_train.evaluation.metrics import pck_name
+from dlc_train.evaluation.plots import (MODES, labeled_image_name, plot_labeled_image,
+                                        require_matplotlib)
+from dlc_train.evaluation.predict import ImagePredictor, check_bottom_up
+from dlc_train.evaluation.run import Evaluated, predict_split, rmse_per_bodypart, split_metrics
+from dlc_train.evaluation.selection import parse_index, select_snapshots
+from dlc_train.runners.snapshots import Snapshot
+# The scorer is the runtime's (plain string rules): evaluation files and analysis results of
+# the same snapshot must carry the same name (docs/evaluate.md, dependency rule).
+from dlc_runtime.scorer import dlc3_scorer
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class EvaluationResult:
+    """One evaluated snapshot.
+
+    Attributes:
+        scorer: DeepLabCut's scorer name of the snapshot.
+        snapshot: the snapshot file.
+        scores: the results row as written (index columns, then ``<split> <metric>`` rounded to
+            2 decimals).
+        metrics: the unrounded metrics per split ("train", "test"), per-keypoint RMSE and PCK
+            included.
+        folder: the evaluation folder; ``files``: every file written, by kind ("predictions",
+            "results", "combined"[, "keypoint_results"][, "pck_results"][, "plots"]).
+    """
+
+    scorer: str
+    snapshot: Path
+    scores: dict
+    metrics: dict[str, dict[str, float]]
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class _TrainedShuffle(DLCLoader):
+    """A shuffle's loader that refuses to make a split: evaluating on a new split would count
+    training images as test images."""
+
+    def _make_split(self):
+        if not self.pose_config_path.is_file():
+            raise ProjectError(_untrained(self))
+        if self.split_path.with_suffix(".pickle").is_file():
+            raise ProjectError(f"shuffle {self.shuffle} was split by DeepLabCut "
+                               f"({self.split_path.with_suffix('.pickle').name}), which is not "
+                               f"read here: write its train_images and test_images to "
+                               f"{self.split_path} to evaluate it")
+        raise ProjectError(f"{self.split_path} is missing: shuffle {self.shuffle} has no "
+                           "train/test split to evaluate on (it is written when the shuffle "
+                           "is trained here)")
+
+
+def _untrained(loader: DLCLoader) -> str:
+    return (f"shuffle {loader.shuffle} (trainset {loader.train_pct}%) has no trained model: "
+            f"{loader.pose_config_path} not found; train it first or pick another shuffle")
+
+
+def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
+                     trainingsetindex: int | str = 0, snapshotindex: int | str | None = None,
+                     device: str | None = None, plotting: bool | str = False,
+                     show_errors: bool = True, snapshots_to_evaluate: Sequence[str] | None = None,
+                     comparison_bodyparts: str | Sequence[str] | None = None,
+                     per_keypoint_evaluation: bool = False,
+                     pcutoff: float | Sequence[float] | dict[str, float] | None = None,
+                     pck_thresholds: Sequence[float] | None = None,
+                     batch_size: int = 1) -> list[EvaluationResult]:
+    """Evaluates snapshots of one or more shuffles (DeepLabCut 3's arguments, plus PCK).
+
+    Bad arguments raise before anything is written: ConfigError (a bad value, a top-down
+    model), ProjectError (an unknown or untrained shuffle), SnapshotError (no such snapshot),
+    ImportError (plotting without matplotlib).
+
+    Args:
+        config: the project's config.yaml.
+        shuffles: shuffle numbers.
+        trainingsetindex: index into TrainingFraction, or "all".
+        snapshotindex: which snapshot (-1: the last, the best one when there is one), "all" or
+            "best"; None: the project's ``snapshotindex``.
+        device: "cpu", "cuda", "auto", ... (None: the pytorch_config's).
+        plotting: draw labeled images (True or "bodypart": a colour per bodypart;
+            "individual": per individual).
+        show_errors: print each snapshot's results.
+        snapshots_to_evaluate: snapshot names (``snapshot-050``); ``snapshotindex`` is then
+            ignored.
+        comparison_bodyparts: the bodyparts the metrics (and the .h5) cover; "all" or None:
+            every one.
+        per_keypoint_evaluation: also write ``<scorer>-keypoint-results.csv`` (RMSE per
+            bodypart, train and test).
+        pcutoff: likelihood threshold of ``rmse_pcutoff`` (one value, one per evaluated
+            bodypart then unique bodypart, or a {bodypart: value} dict); None: the project's.
+        pck_thresholds: pixel distances; PCK at each goes to ``<scorer>-pck-results.csv``.
+        batch_size: images per forward pass (same-sized images only; the numbers do not
+            change with it).
+
+    Returns:
+        One EvaluationResult per evaluated snapshot.
+    """
+    project = load_project(config)
+    shuffles = [shuffles] if isinstance(shuffles, int) else list(shuffles)
+    if isinstance(trainingsetindex, str) and trainingsetindex.strip().lower() == "all":
+        indices = list(range(len(project.training_fractions)))
+    elif isinstance(trainingsetindex, int) and not isinstance(trainingsetindex, bool):
+        indices = [trainingsetindex]
+    else:
+        raise ConfigError(f"trainingsetindex {trainingsetindex!r}: use a number or 'all'")
+    index = parse_index(snapshotindex, project.cfg.get("snapshotindex", -1))
+    mode = _plot_mode(plotting)
+    thresholds = [float(t) for t in (pck_thresholds or ())]
+    if any(not np.isfinite(t) or t <= 0 for t in thresholds):
+        raise ConfigError(f"PCK thresholds must be positive pixel distances, got {thresholds}")
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+
+    # Every shuffle and argument is checked before the first snapshot runs.
+    jobs = []
+    for trainset_index in indices:
+        for shuffle in shuffles:
+            loader = _TrainedShuffle(config, shuffle=shuffle, trainset_index=trainset_index)
+            if not loader.pose_config_path.is_file():
+                raise ProjectError(_untrained(loader))
+            pose_cfg = read_config_as_dict(loader.pose_config_path)
+            check_bottom_up(pose_cfg, str(loader.pose_config_path))
+            _check_bodyparts(loader, pose_cfg)
+            chosen = Evaluated.choose(loader, comparison_bodyparts, pcutoff,
+                                      loader.project.cfg.get("pcutoff"))
+            prefix = (pose_cfg.get("runner") or {}).get("snapshot_prefix") or "snapshot"
+            snapshots = select_snapshots(loader.train_folder, index, snapshots_to_evaluate,
+                                         prefix)
+            jobs.extend((loader, pose_cfg, chosen, snapshot) for snapshot in snapshots)
+    return [evaluate_snapshot(loader, pose_cfg, snapshot, chosen, device=device,
+                              plot_mode=mode, show_errors=show_errors,
+                              per_keypoint=per_keypoint_evaluation, pck_thresholds=thresholds,
+                              batch_size=int(batch_size))
+            for loader, pose_cfg, chosen, snapshot in jobs]
+
+
+def _check_bodyparts(loader: DLCLoader, pose_cfg: dict) -> None:
+    """The model must predict the project's bodyparts (a config from another project, or one
+    made before the bodyparts changed, would compare the wrong keypoints)."""
+    meta = pose_cfg.get("metadata") or {}
+    for key, expected in (("bodyparts", loader.bodyparts),
+                          ("unique_bodyparts", loader.unique_bodyparts)):
+        got = meta.get(key)
+        if got is not None and [str(b) for b in got] != list(expected):
+            raise ConfigError(f"{loader.pose_config_path} was made for {key} {list(got)}, the "
+                              f"project has {list(expected)}: retrain the shuffle")
+
+
+def _plot_mode(plotting: bool | str) -> str | None:
+    if plotting is False or plotting is None:
+        return None
+    mode = "bodypart" if plotting is True else str(plotting).lower()
+    if mode not in MODES:
+        raise ConfigError(f"plotting {plotting!r}: use True, False, 'bodypart' or 'individual'")
+    require_matplotlib()
+    return mode
+
+
+def evaluate_snapshot(loader: DLCLoader, pose_cfg: dict, snapshot: Snapshot, chosen: Evaluated,
+                      device: str | None = None, plot_mode: str | None = None,
+                      show_errors: bool = True, per_keypoint: bool = False,
+                      pck_thresholds: Sequence[float] = (), batch_size: int = 1
+                      ) -> EvaluationResult:
+    """Evaluates one snapshot of a shuffle and writes its files (see :func:`evaluate_network`;
+    ``chosen``: the compared bodyparts and pcutoff)."""
+    project = loader.project
+    scorer = dlc3_scorer(pose_cfg.get("net_type") or "unknown", f"{project.task}{project.date}",
+                         loader.shuffle, snapshot.path)
+    predictor = ImagePredictor(pose_cfg, snapshot.path, device=device, batch_size=batch_size)
+    with_identity = bool((pose_cfg.get("metadata") or {}).get("with_identity")) \
+        and "identity" in predictor.heads
+    cutoff = chosen.pcutoff
+    scores = {"%Training dataset": loader.train_fraction, "Shuffle number": loader.shuffle,
+              "Training epochs": snapshot.epoch, "Detector epochs (TD only)": -1,
+              "pcutoff": ", ".join(str(v) for v in cutoff) if isinstance(cutoff, list)
+              else cutoff}
+    metrics: dict[str, dict[str, float]] = {}
+    predictions: dict[str, dict] = {}
+    for split in SPLITS:
+        found = predict_split(predictor, loader, split)
+        metrics[split] = split_metrics(loader, split, found, chosen, per_keypoint,
+                                       pck_thresholds, with_identity)
+        for key, value in metrics[split].items():
+            if not key.startswith(("rmse_keypoint_", "rmse_unique_keypoint_", "PCK@")):
+                scores[f"{split} {key}"] = round(value, 2)
+        predictions.update({_relative(loader, path): pred for path, pred in found.items()})
+
+    folder = files.evaluation_folder(project, loader.model_folder)
+    written = _write(loader, folder, scorer, scores, metrics, predictions, chosen,
+                     per_keypoint, pck_thresholds)
+    if show_errors:
+        print(f"Evaluation results for {written['results'].name} (pcutoff: {scores['pcutoff']}):")
+        print(files.scores_frame(scores).iloc[0])
+    if plot_mode is not None:
+        written["plots"] = _plot(loader, folder / f"LabeledImages_{scorer}", predictions,
+                                 chosen, plot_mode)
+    return EvaluationResult(scorer, snapshot.path, scores, metrics, folder, written)
+
+
+def _relative(loader: DLCLoader, path: str) -> str:
+    return Path(path).relative_to(loader.project.project_path).as_posix()
+
+
+def _write(loader: DLCLoader, folder: Path, scorer: str, scores: dict, metrics: dict,
+           predictions: dict, chosen: Evaluated, per_keypoint: bool,
+           pck_thresholds: Sequence[float]) -> dict[str, Path]:
+    subset = {rel: {"bodyparts": p["bodyparts"][:, chosen.kept],
+                    **({"unique_bodyparts": p["unique_bodyparts"][:, chosen.kept_unique]}
+                       if chosen.kept_unique else {})}
+              for rel, p in predictions.items()}
+    df = files.predictions_frame(scorer, subset, loader.individuals, chosen.bodyparts,
+                                 chosen.unique_bodyparts)
+    # Every labeled image, in the labels' order (as DeepLabCut reindexes to its dataset).
+    df = df.reindex(pd.MultiIndex.from_tuples(
+        [files.image_index(rel) for rel in loader.labels.image_paths]))
+    written = {"predictions": files.write_h5(df, folder / f"{scorer}.h5")}
+    written["results"] = folder / f"{scorer}-results.csv"
+    written["combined"] = files.write_scores(files.scores_frame(scores), written["results"])
+    if per_keypoint:
+        written["keypoint_results"] = files.write_keypoint_results(
+            {split: rmse_per_bodypart(metrics[split], chosen) for split in SPLITS},
+            folder / f"{scorer}-keypoint-results.csv")
+    if pck_thresholds:
+        pck = {split: {pck_name(t): metrics[split].get(pck_name(t), float("nan"))
+                       for t in pck_thresholds} for split in SPLITS}
+        written["pck_results"] = files.write_pck_results(
+            pck, folder / f"{scorer}-pck-results.csv")
+    return written
+
+
+def _plot(loader: DLCLoader, folder: Path, predictions: dict, chosen: Evaluated,
+          mode: str) -> Path:
+    cfg = loader.project.cfg
+    train = set(loader.train_images)
+    row = {path: i for i, path in enumerate(loader.labels.image_paths)}
+    for rel in loader.train_images + loader.test_images:
+        i, pred = row[rel], predictions[rel]
+        unique_gt = unique_pred = None
+        if chosen.kept_unique:
+            unique_gt = loader.labels.unique_keypoints[i][None, chosen.kept_unique]
+            unique_pred = pred["unique_bodyparts"][:, chosen.kept_unique]
+        plot_labeled_image(loader.project.project_path / rel,
+                           folder / labeled_image_name(rel, rel in train),
+                           loader.labels.keypoints[i][:, chosen.kept],
+                           pred["bodyparts"][:, chosen.kept],
+                           pcutoff=float(cfg.get("pcutoff", 0.6)),
+                           colormap=str(cfg.get("colormap") or "rainbow"),
+                           dotsize=float(cfg.get("dotsize", 12)),
+                           alpha=float(cfg.get("alphavalue", 0.7)), mode=mode,
+                           unique_gt=unique_gt, unique_pred=unique_pred)
+    return folder
