@@ -19,6 +19,7 @@ from dlc_train.data.project import load_labels, load_project
 from dlc_train.evaluation import compute_metrics
 from dlc_train.synthetic import SyntheticSpec, generate_project
 from helpers.cli import invoke, one_error_line
+from helpers.deeplabcut_shuffle import write_deeplabcut_shuffle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -175,12 +176,23 @@ def test_cli_evaluate_and_bad_input(single, tmp_path):
     one_error_line(invoke(["evaluate", single, "--shuffle", "3"]),
                    "no snapshot-*.pt in", "train this shuffle first")
 
-    # A shuffle DeepLabCut split (its pickle, no YAML split): refused, not split anew.
+    # A shuffle DeepLabCut split (its pickle, no YAML split): evaluated on DeepLabCut's test
+    # images, read by row of its merged labels; a damaged pickle is one line, nothing written.
     shutil.copytree(train / "train", copy.with_name(copy.name[:-1] + "5") / "train")
-    split.with_name(split.name.replace("shuffle1.yaml", "shuffle5.pickle")).write_bytes(b"")
+    pickle_path, rows = write_deeplabcut_shuffle(single, 5, train_rows=[0, 1, 2, 3, 5, 6],
+                                                 test_rows=[4, 7])
+    result = evaluate_network(single, shuffles=[5], snapshotindex=0, show_errors=False)[0]
+    assert not any(split.parent.glob("*shuffle5.yaml"))
+    df = pd.read_hdf(result.files["predictions"], key="df_with_missing")
+    test_images = [rows[4], rows[7]]
+    poses = {p: df.loc[tuple(p.split("/"))].to_numpy().reshape(1, -1, 3) for p in test_images}
+    again = compute_metrics(_labels(single, test_images), poses, single_animal=True,
+                            pcutoff=result.scores["pcutoff"])
+    assert again == pytest.approx(result.metrics["test"], nan_ok=True)
+    pickle_path.write_bytes(b"")
     before = _tree(project)
     one_error_line(invoke(["evaluate", single, "--shuffle", "5"]),
-                   "shuffle 5 was split by DeepLabCut", "which is not read here")
+                   "cannot read DeepLabCut's split", "shuffle5.pickle")
     assert _tree(project) == before
 
 

@@ -63,11 +63,6 @@ class _TrainedShuffle(DLCLoader):
     def _make_split(self):
         if not self.pose_config_path.is_file():
             raise ProjectError(_untrained(self))
-        if self.split_path.with_suffix(".pickle").is_file():
-            raise ProjectError(f"shuffle {self.shuffle} was split by DeepLabCut "
-                               f"({self.split_path.with_suffix('.pickle').name}), which is not "
-                               f"read here: write its train_images and test_images to "
-                               f"{self.split_path} to evaluate it")
         raise ProjectError(f"{self.split_path} is missing: shuffle {self.shuffle} has no "
                            "train/test split to evaluate on (it is written when the shuffle "
                            "is trained here)")

@@ -8,7 +8,8 @@ with ``pct = int(100 * TrainingFraction[trainset_index])`` as DeepLabCut compute
 
 DeepLabCut stores the split in a pickle; we store a YAML with the image paths (readable, no
 pickle loading). The permutation is seeded by the shuffle number, so it is reproducible but not
-DeepLabCut's own (which comes from numpy's global RNG).
+DeepLabCut's own (which comes from numpy's global RNG). A shuffle DeepLabCut made (its pickle,
+and no YAML of ours) keeps DeepLabCut's split, read safely (dlc_split.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import yaml
 
 from dlc_io import atomic_write_text
 from dlc_train.data.base import Loader, Sample, check_mode
+from dlc_train.data.dlc_split import read_deeplabcut_split
 from dlc_train.data.project import LabeledData, Project, ProjectError, load_labels, load_project
 
 
@@ -97,17 +99,27 @@ class DLCLoader(Loader):
             except (yaml.YAMLError, KeyError, TypeError):
                 raise ProjectError(f"malformed split file {path}: delete it to make a new "
                                    "split") from None
-            known = set(self.labels.image_paths)
-            missing = [p for p in train + test if p not in known]
-            if missing:
-                raise ProjectError(f"split file {path} names {len(missing)} images without "
-                                   f"labels (e.g. {missing[0]}); delete it to make a new split")
-            return train, test
+            return self._check_known(path, train, test)
+        made_by_deeplabcut = path.with_suffix(".pickle")
+        if made_by_deeplabcut.is_file():
+            train, test = read_deeplabcut_split(
+                made_by_deeplabcut,
+                self.training_dataset_dir / f"CollectedData_{self.project.scorer}.h5")
+            return self._check_known(made_by_deeplabcut, train, test)
         train, test = self._make_split()
         doc = {"shuffle": self.shuffle, "train_fraction": self.train_fraction,
                "trainset_index": self.trainset_index, "train_images": train,
                "test_images": test}
         atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
+        return train, test
+
+    def _check_known(self, path: Path, train: list[str], test: list[str]
+                     ) -> tuple[list[str], list[str]]:
+        known = set(self.labels.image_paths)
+        missing = [p for p in train + test if p not in known]
+        if missing:
+            raise ProjectError(f"split file {path} names {len(missing)} images without "
+                               f"labels (e.g. {missing[0]}); delete it to make a new split")
         return train, test
 
     # -- what the project labels --------------------------------------------------------------
