@@ -63,3 +63,10 @@ def test_missing_merged_labels_or_bad_rows_are_one_clear_error(project):
     pickle_path.write_bytes(pickle.dumps({"not": "a split"}))
     with pytest.raises(ProjectError, match="is not a DeepLabCut split file"):
         DLCLoader(project, shuffle=1)
+
+
+def test_arguments_in_deeplabcuts_order(project):
+    # DeepLabCut's DLCLoader(config, trainset_index, shuffle): positional calls mean the same.
+    loader = DLCLoader(project, 0, 3)
+    assert (loader.trainset_index, loader.shuffle) == (0, 3)
+    assert loader.split_path.name.endswith("95shuffle3.yaml")

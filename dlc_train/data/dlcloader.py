@@ -27,13 +27,14 @@ from dlc_train.data.project import LabeledData, Project, ProjectError, load_labe
 class DLCLoader(Loader):
     """One shuffle of a DeepLabCut project (``create_dataset``: see Loader).
 
-    Args:
+    Args (in DeepLabCut's order, so ``DLCLoader(config, trainset_index, shuffle)`` means the
+    same here):
         config_path: the project's config.yaml (or its folder).
-        shuffle: the shuffle number (seeds the split).
         trainset_index: index into the config's ``TrainingFraction``.
+        shuffle: the shuffle number (seeds the split).
     """
 
-    def __init__(self, config_path: str | Path, shuffle: int = 1, trainset_index: int = 0):
+    def __init__(self, config_path: str | Path, trainset_index: int = 0, shuffle: int = 1):
         self.project: Project = load_project(config_path)
         self.shuffle = int(shuffle)
         self.trainset_index = int(trainset_index)
