@@ -16,6 +16,9 @@ project's 4 bodyparts), at 640x480 on the openfield video (real frames):
    benchmark --baseline``'s stand-in for DeepLabCut 3's analysis).
 
     python benchmarks/bench_openvino.py --work /tmp/ov-bench [--models resnet_50 ...]
+    python benchmarks/bench_openvino.py --work /tmp/ov-bench --models cspnext_s \
+        --trained .../train/pytorch_config.yaml .../train/snapshot-050.pt \
+        --name openvino_cpu_trained    # a trained snapshot instead of the stand-in
 
 Writes ``results/openvino_cpu.json`` (with the CPU model and its bf16/int8 flags).
 """
@@ -122,8 +125,13 @@ def main() -> None:
                         help="models whose stand-in gets no heatmap training (speed only)")
     parser.add_argument("--build-only", action="store_true",
                         help="make and export the bundles, measure nothing")
+    parser.add_argument("--trained", nargs=2, type=Path, metavar=("PYTORCH_CONFIG", "SNAPSHOT"),
+                        help="a trained snapshot (its pytorch_config.yaml, the .pt) instead of "
+                             "the stand-in; --models names its one net type")
     parser.add_argument("--name", default="openvino_cpu")
     args = parser.parse_args()
+    if args.trained and len(args.models) != 1:
+        parser.error("--trained takes one model: pass its net type with --models")
 
     import torch
 
@@ -137,14 +145,20 @@ def main() -> None:
     for net_type in args.models:
         bundle_dir = args.work / f"{net_type}.bundle"
         entry: dict = {"net_type": net_type, "heatmaps_trained": net_type not in args.untrained}
+        if args.trained:
+            entry = {"net_type": net_type, "trained_snapshot": str(args.trained[1])}
         if not args.skip_build:
             started = time.perf_counter()
             frames = training_frames(args.video)
-            shuffle = stand_in_shuffle(args.work / "shuffles" / net_type, net_type, frames,
-                                       peaks=net_type not in args.untrained)
-            entry["stand_in_seconds"] = round(time.perf_counter() - started, 1)
+            if args.trained:
+                config_path, snapshot = args.trained
+            else:
+                shuffle = stand_in_shuffle(args.work / "shuffles" / net_type, net_type, frames,
+                                           peaks=net_type not in args.untrained)
+                config_path, snapshot = shuffle.config_path, shuffle.snapshot
+                entry["stand_in_seconds"] = round(time.perf_counter() - started, 1)
             started = time.perf_counter()
-            result = export_bundle(shuffle.config_path, shuffle.snapshot, bundle_dir,
+            result = export_bundle(config_path, snapshot, bundle_dir,
                                    frames=frames[:8], simplify=False,
                                    openvino_precisions=("fp32", "bf16", "int8"),
                                    calibration_videos=(args.video,),
@@ -186,7 +200,8 @@ def main() -> None:
         path = save_result(args.name, {
             "frame_size": [480, 640], "video": str(args.video), "batch_size": args.batch_size,
             "frames_per_run": args.frames, "compare_frames": args.compare_frames,
-            "stand_in": f"random weights, heatmaps trained to peaks at fixed cells on 9 video "
+            "stand_in": None if args.trained else
+                        f"random weights, heatmaps trained to peaks at fixed cells on 9 video "
                         f"frames ({STEPS} Adam steps, peak cells weighted 50x)",
             "models": results})
     if results:
