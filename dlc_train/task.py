@@ -8,12 +8,14 @@ class Task(str, Enum):
     BOTTOM_UP = "BU"
     TOP_DOWN = "TD"
     COND_TOP_DOWN = "CTD"
+    DETECT = "DT"  # the detector of a top-down model (DeepLabCut's Task.DETECT)
 
     @property
     def aliases(self) -> tuple[str, ...]:
         return {"BU": ("bu", "bottom_up", "bottomup"),
                 "TD": ("td", "top_down", "topdown"),
-                "CTD": ("ctd", "cond_top_down", "conditional_top_down")}[self.value]
+                "CTD": ("ctd", "cond_top_down", "conditional_top_down"),
+                "DT": ("dt", "detect", "detector")}[self.value]
 
     @classmethod
     def from_str(cls, text: str) -> "Task":
@@ -21,7 +23,7 @@ class Task(str, Enum):
         for task in cls:
             if key == task.value.lower() or key in task.aliases:
                 return task
-        raise ValueError(f"unknown task {text!r}: expected one of bu, td, ctd")
+        raise ValueError(f"unknown task {text!r}: expected one of bu, td, ctd, dt")
 
     @property
     def snake_name(self) -> str:

@@ -132,7 +132,7 @@ def test_demo_outputs_are_readable_by_the_group(quick_demo):
              and p.suffix in (".pt", ".yaml", ".csv", ".onnx", ".h5", ".pickle", ".json")]
     names = {p.name for p in files}
     assert any(n.startswith("snapshot-") for n in names) and "pose.onnx" in names
-    assert "pytorch_config.yaml" in names and "train_stats.csv" in names
+    assert "pytorch_config.yaml" in names and "learning_stats.csv" in names
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     for folder in [Path(result.bundle_dir), *(p for p in output.rglob("*") if p.is_dir())]:

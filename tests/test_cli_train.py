@@ -281,7 +281,7 @@ def test_training_again_over_snapshots_needs_overwrite(project, one_thread):
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in folder.glob("snapshot-*.pt"))
     assert "snapshot-002.pt" not in names and "snapshot-001.pt" in names
-    stats = (folder / "train_stats.csv").read_text().splitlines()
+    stats = (folder / "learning_stats.csv").read_text().splitlines()
     assert len(stats) == 2 and stats[1].startswith("1,")  # header + this run's epoch 1 only
 
 

@@ -101,10 +101,10 @@ def test_train_two_epochs_then_resume(tmp_path: Path):
     assert snap2["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     # Adam's step count continued from the restored state (2 batches per epoch).
     assert max(s["step"] for s in snap2["optimizer"]["state"].values()) == 2 * step1
-    with open(train_folder / "train_stats.csv", newline="") as f:
+    with open(train_folder / "learning_stats.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert rows[1]["test.rmse"] != ""
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert rows[1]["metrics/test.rmse"] != ""
     # Nothing more to do at epoch 2 of 2: refused (it used to succeed silently), nothing changes.
     second = (train_folder / "snapshot-002.pt").read_bytes()
     with pytest.raises(ConfigError, match="snapshot-002.pt is at epoch 2"):

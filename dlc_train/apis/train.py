@@ -7,15 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dlc_train.data.dataset import PoseDataset, collate
+from dlc_train.apis.train_loader import prepare_training, write_pose_config
 from dlc_train.data.dlcloader import DLCLoader
-from dlc_train.data.transforms import build_transforms
-from dlc_train.runners.snapshots import SnapshotError
-from dlc_train.runners.train import PoseTrainingRunner, seed_everything
+from dlc_train.runners import distributed
+from dlc_train.task import Task
 
 logger = logging.getLogger(__name__)
 
@@ -43,48 +40,24 @@ def read_or_make_pose_config(loader: DLCLoader, net_type: str | None = None) -> 
     return cfg, False
 
 
-def _loaders(cfg: dict, loader: DLCLoader, max_train_images: int | None, seed: int,
-             start_epoch: int = 1) -> tuple[DataLoader, DataLoader | None]:
-    data = cfg.get("data") or {}
-    settings = cfg.get("train_settings") or {}
-    bodyparts = loader.project.bodyparts
-    train_samples = loader.train_samples()
-    if max_train_images is not None:
-        train_samples = train_samples[:int(max_train_images)]
-    if not train_samples:
-        raise ValueError(f"shuffle {loader.shuffle} has no training images")
-    train_set = PoseDataset(train_samples, build_transforms(data.get("train"), bodyparts),
-                            bodyparts, seed=seed)
-    workers = int(settings.get("dataloader_workers") or 0)
-    pin = bool(settings.get("dataloader_pin_memory"))
-    # Offset by the start epoch so a resumed run does not replay the first epochs' order.
-    generator = torch.Generator().manual_seed(seed + start_epoch - 1)
-    train_loader = DataLoader(train_set, batch_size=int(settings.get("batch_size", 1)),
-                              shuffle=True, num_workers=workers, collate_fn=collate,
-                              pin_memory=pin, generator=generator, drop_last=False)
-    test_samples = loader.test_samples()
-    test_loader = None
-    if test_samples:
-        test_set = PoseDataset(test_samples, build_transforms(data.get("inference"), bodyparts),
-                               bodyparts, seed=seed)
-        # Full frames of one project usually share a size; collate pads when they do not.
-        test_loader = DataLoader(test_set, batch_size=1, shuffle=False, num_workers=workers,
-                                 collate_fn=collate, pin_memory=pin)
-    return train_loader, test_loader
-
-
 def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int = 0,
                   epochs: int | None = None, batch_size: int | None = None,
                   device: str | None = None, resume: bool = False,
                   max_train_images: int | None = None,
                   pytorch_config_overrides: dict[str, Any] | None = None,
                   net_type: str | None = None, progress: bool = True,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, detector_epochs: int | None = None) -> Path:
     """Trains a shuffle; returns its train folder (pytorch_config.yaml, snapshots, stats).
+
+    As DeepLabCut's ``train_network``: the loader and the config are made here, the training
+    takes ``train(loader, ...)``'s steps (``prepare_training``, then build and fit). A top-down shuffle (``method: td``) trains its detector first
+    (the config's ``detector`` section; ``snapshot-detector-XXX.pt``,
+    ``learning_stats_detector.csv``), then its pose model on crops of each individual.
 
     Bad arguments raise ConfigError (a ValueError) before anything under the shuffle's train
     folder is written: epochs < 1, an unknown net_type, an override key the config does not have
-    (see dlc_train.config.overrides), or resuming a shuffle that already reached ``epochs``.
+    (see dlc_train.config.overrides), resuming a shuffle that already reached ``epochs``, or a
+    top-down config without a ``detector`` section (unless ``detector_epochs=0``).
 
     Args:
         config_path: the project's config.yaml.
@@ -93,7 +66,9 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
         batch_size: overrides ``train_settings.batch_size``.
         device: "auto", "cpu", "cuda", ... (overrides ``runner.device``).
         resume: continue from the latest snapshot in the train folder (or from
-            ``resume_training_from`` when the config sets it).
+            ``resume_training_from`` when the config sets it); a top-down shuffle's detector
+            continues from its latest detector snapshot, and is skipped when it already
+            reached its epochs.
         max_train_images: use only the first N training images (quick runs, tests).
         pytorch_config_overrides: values merged into the pytorch_config (dotted keys such as
             ``"runner.eval_interval"`` or nested dicts); when given, the merged config is
@@ -102,24 +77,28 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
         progress: a progress bar per epoch and one printed line per epoch (and where a resumed
             run continues from), as DeepLabCut prints; False: logging only.
         overwrite: train again from epoch 1 in a shuffle that already has snapshots, removing
-            them (and ``train_stats.csv``) once every check has passed. Without it (and without
+            them (and their stats) once every check has passed. Without it (and without
             ``resume``) such a shuffle is refused: a new run would silently replace them.
+        detector_epochs: top-down shuffles: the detector's total epochs (overrides
+            ``detector.train_settings.epochs``); 0 skips the detector's training.
     """
-    from dlc_train.config import ConfigError, available_net_types, update_config, write_config
+    from dlc_train.config import ConfigError, available_net_types, update_config
     from dlc_train.config.overrides import check_override_keys
 
     if epochs is not None and int(epochs) < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    if detector_epochs is not None and int(detector_epochs) < 0:
+        raise ConfigError(f"detector epochs must be 0 (no detector training) or more, got "
+                          f"{detector_epochs}")
     known = available_net_types()
     if net_type is not None and net_type not in known:
         close = difflib.get_close_matches(net_type, known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise ConfigError(f"unknown net type {net_type!r}; {hint}available: {', '.join(known)}")
 
-    import dlc_train.models  # noqa: F401  (registers every component)
-    from dlc_train.models.pretrained import build_pose_model_for_training
-
-    loader = DLCLoader(config_path, shuffle=shuffle, trainset_index=trainset_index)
+    # Under torchrun rank 0 writes the shuffle's split first; the other ranks then read it.
+    with distributed.main_process_first(device):
+        loader = DLCLoader(config_path, shuffle=shuffle, trainset_index=trainset_index)
     cfg, on_disk = read_or_make_pose_config(loader, net_type=net_type)
     check_override_keys(cfg, pytorch_config_overrides)
     if pytorch_config_overrides:
@@ -131,68 +110,61 @@ def train_network(config_path: str | Path, shuffle: int = 1, trainset_index: int
         settings["epochs"] = int(epochs)
     if batch_size is not None:
         settings["batch_size"] = int(batch_size)
-    total_epochs = _total_epochs(settings)
-    seed = int(settings.get("seed") or 42)
-    seed_everything(seed)
-
-    # ImageNet / COCO / SuperAnimal weights load here, when training starts (pretrained: true,
-    # train_settings.weight_init), never when a model is only built to be loaded or exported.
-    model = build_pose_model_for_training(
-        cfg["model"], weight_init=settings.get("weight_init"),
-        resume=bool(resume or cfg.get("resume_training_from")))
-    train_folder = loader.train_folder
-    runner = PoseTrainingRunner.from_config(cfg, model, train_folder, device=device,
-                                            progress=progress)
-
-    resume_from = cfg.get("resume_training_from")
-    earlier = [] if resume_from or resume else runner.snapshots.snapshots()
-    if earlier and not overwrite:
-        latest = runner.snapshots.latest()
-        raise SnapshotError(f"{train_folder} already holds {len(earlier)} snapshot(s), the "
-                            f"latest {latest.path.name} (epoch {latest.epoch}): pass resume=True "
-                            "to continue them, or overwrite=True to train again from epoch 1 "
-                            "and replace them")
-    if resume_from or resume:
-        if resume_from:
-            snapshot, which = Path(resume_from), "resume_training_from"
-        else:
-            latest = runner.snapshots.latest()
-            if latest is None:
-                raise SnapshotError(f"resume=True but no snapshot in {train_folder}")
-            snapshot, which = latest.path, "the latest snapshot"
-        done = runner.resume(snapshot)
-        if done >= total_epochs:
-            # Refused rather than a silent success: the user asked for training and got none.
-            raise ConfigError(f"nothing to train: {which} {snapshot} is at epoch {done} and "
-                              f"epochs is {total_epochs}; --epochs counts the resumed epochs "
-                              f"too, so it must be larger than {done}")
-        if progress:
-            tqdm.write(f"resuming from {snapshot} (epoch {done}); training epochs {done + 1} "
-                       f"to {total_epochs}")
-    # Reseed after resuming so the continued run does not replay the first epochs' draws.
-    seed_everything(seed + runner.start_epoch - 1)
-
-    train_loader, test_loader = _loaders(cfg, loader, max_train_images, seed,
-                                         runner.start_epoch)
-    if to_write is not None:
-        write_config(loader.pose_config_path, to_write)
-        logger.info("wrote %s", loader.pose_config_path)
-    for snapshot in earlier:  # only with overwrite: asked for, and every check has passed
-        snapshot.path.unlink(missing_ok=True)
-    if earlier:
-        runner.log_path.unlink(missing_ok=True)
-    runner.fit(train_loader, test_loader, total_epochs)
-    return train_folder
+    common = {"device": device, "progress": progress, "resume": resume,
+              "overwrite": overwrite, "max_train_images": max_train_images}
+    detector_cfg = _detector_run_config(loader, cfg, detector_epochs)
+    if detector_cfg is None:
+        pose = prepare_training(loader, cfg, **common)
+        detector = None
+    else:
+        # Resuming a top-down shuffle continues each model from what it has: a detector
+        # interrupted before the pose model started, a pose model after a finished detector.
+        detector = prepare_training(loader, detector_cfg, Task.DETECT, dataset_config=cfg,
+                                    lenient_resume=True, **common)
+        pose = prepare_training(loader, cfg, lenient_resume=True, **common)
+        found = any(run is None or run.snapshot is not None for run in (detector, pose))
+        if resume and (not found or (detector is None and pose is None)):
+            prepare_training(loader, cfg, **common)  # raises: nothing to resume, or to train
+    if detector is not None:
+        _announce(progress, f"training the detector ({detector.cfg['model'].get('type')}, "
+                            f"{detector.epochs} epochs, snapshot-detector-XXX.pt)")
+        detector.build()
+        write_pose_config(loader, to_write)
+        detector.fit()
+        to_write = None
+        _announce(progress, f"training the pose model ({pose.epochs} epochs, on crops)")
+    if pose is None:  # resumed: only the detector had epochs left
+        write_pose_config(loader, to_write)
+        return loader.train_folder
+    pose.build()
+    write_pose_config(loader, to_write)
+    return pose.fit()
 
 
-def _total_epochs(settings: dict) -> int:
+def _detector_run_config(loader: DLCLoader, cfg: dict, epochs: int | None) -> dict | None:
+    """The detector's run config of a top-down shuffle (None: no detector to train)."""
     from dlc_train.config import ConfigError
 
-    value = settings.get("epochs", 200)
-    try:
-        epochs = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"train_settings.epochs must be a whole number, got {value!r}") from None
-    if epochs < 1:
-        raise ConfigError(f"train_settings.epochs must be at least 1, got {epochs}")
-    return epochs
+    method = str(cfg.get("method") or "bu").lower()
+    if method not in Task.TOP_DOWN.aliases or epochs == 0:
+        return None
+    section = cfg.get("detector")
+    if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
+        raise ConfigError(f"{loader.pose_config_path} is a top-down config (method: td) without "
+                          "a 'detector' section with a 'model': make the config again (delete "
+                          "it), or train only the pose model with 0 detector epochs "
+                          "(--detector-epochs 0)")
+    run = copy.deepcopy(section)
+    settings = run.setdefault("train_settings", {}) or {}
+    if epochs is not None:
+        settings["epochs"] = int(epochs)
+    # As DeepLabCut: the detector runs on the pose model's device and weight_init.
+    run.setdefault("device", cfg.get("device"))
+    settings.setdefault("weight_init", (cfg.get("train_settings") or {}).get("weight_init"))
+    return run
+
+
+def _announce(progress: bool, line: str) -> None:
+    logger.info("%s", line)
+    if progress and distributed.is_main_process():  # torchrun: rank 0 speaks
+        tqdm.write(line)

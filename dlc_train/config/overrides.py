@@ -35,11 +35,21 @@ OPTIONAL_KEYS: frozenset[str] = frozenset({
     # dlc_train/runners/train.py (PoseTrainingRunner.from_config) and runners/schedulers.py
     "device", "runner", "runner.device", "runner.key_metric", "runner.key_metric_asc",
     "runner.eval_interval", "runner.grad_clip_norm", "runner.snapshot_prefix",
+    "runner.amp", "runner.channels_last",  # ours (runners/precision.py); DeepLabCut has none
     "runner.snapshots", "runner.snapshots.max_snapshots", "runner.snapshots.save_epochs",
     "runner.snapshots.save_optimizer_state",
     "runner.optimizer", "runner.optimizer.type", "runner.optimizer.params",
     "runner.scheduler", "runner.scheduler.type", "runner.scheduler.params",
     "inference", "inference.eval", "inference.eval.pcutoff",
+    # dlc_train/apis/train_loader.py, data/base.py, data/top_down.py (top-down training)
+    "method", "data.bbox_margin", "data.gen_sampling", "detector", "detector.model",
+    "detector.model.pretrained",
+    "detector.train_settings.epochs", "detector.train_settings.batch_size",
+    *(f"data.gen_sampling.{key}" for key in ("keypoint_sigmas", "keypoints_symmetry",
+                                             "jitter_prob", "swap_prob", "inv_prob",
+                                             "miss_prob")),
+    *(f"data.{section}.top_down_crop.{key}" for section in ("train", "inference")
+      for key in ("width", "height", "margin", "crop_with_context")),
     # dlc_train/data/transforms.py (build_transforms)
     *(f"data.{section}.{key}" for section in ("train", "inference")
       for key in _AUGMENTATION_KEYS),

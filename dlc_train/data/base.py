@@ -15,7 +15,8 @@ import numpy as np
 from dlc_train.task import Task
 
 if TYPE_CHECKING:  # torch and albumentations load only when a dataset is made
-    from dlc_train.data.dataset import PoseDataset
+    from torch.utils.data import Dataset
+
     from dlc_train.data.transforms import Augmentation
 
 Sample = tuple[str, np.ndarray]  # (absolute image path, keypoints (N, K, 3))
@@ -60,28 +61,65 @@ class Loader(ABC):
         return self.samples("test")
 
     def create_dataset(self, transform: Augmentation | None = None, mode: str = "train",
-                       task: Task | str = Task.BOTTOM_UP, seed: int = 0) -> PoseDataset:
+                       task: Task | str = Task.BOTTOM_UP, seed: int = 0,
+                       config: dict | None = None, after_crop: Augmentation | None = None,
+                       max_images: int | None = None) -> Dataset:
         """The dataset of a split, as DeepLabCut 3's ``Loader.create_dataset``.
 
         Args:
-            transform: a ``build_transforms`` pipeline (None: raw pixels, no augmentation).
+            transform: a ``build_transforms`` pipeline (None: raw pixels, no augmentation);
+                for top-down tasks, the augmentation before the crop.
             mode: "train" or "test".
-            task: the model's task; bottom-up datasets (whole images) only, for now.
+            task: BOTTOM_UP: whole images (``PoseDataset``); TOP_DOWN / COND_TOP_DOWN: one crop
+                per labeled individual (``TopDownDataset``); DETECT: whole images with one box
+                per individual (``DetectionDataset``).
             seed: base seed of the per-item augmentation draws (see PoseDataset).
+            config: the pytorch_config dict giving ``data.bbox_margin``,
+                ``data.train`` / ``data.inference``'s ``top_down_crop`` and (CTD)
+                ``data.gen_sampling`` (default: the
+                loader's ``model_cfg`` where it has one).
+            after_crop: top-down: run on each crop (normalization; see ``split_normalization``).
+            max_images: only the split's first N images (quick runs, tests).
         """
         from dlc_train.data.dataset import PoseDataset
 
         check_mode(mode)
         task = task if isinstance(task, Task) else Task.from_str(str(task))
-        if task != Task.BOTTOM_UP:
-            raise ValueError(f"create_dataset: {task.snake_name} datasets (crops around each "
-                             "animal) are not made by this loader yet; use Task.BOTTOM_UP")
         samples = self.samples(mode)
+        if max_images is not None:
+            samples = samples[:int(max_images)]
+        if task != Task.BOTTOM_UP:
+            return self._crop_or_box_dataset(samples, transform, mode, task, seed, config,
+                                             after_crop)
         unique = None
         if self.unique_bodyparts:
             unique = [self.unique_keypoints(path) for path, _ in samples]
         return PoseDataset(samples, transform, self.bodyparts, unique_keypoints=unique,
                            seed=seed)
+
+    def _crop_or_box_dataset(self, samples: list[Sample], transform: Augmentation | None,
+                             mode: str, task: Task, seed: int, config: dict | None,
+                             after_crop: Augmentation | None) -> Dataset:
+        from dlc_train.data.detection import DetectionDataset
+        from dlc_train.data.top_down import CropSettings, TopDownDataset
+
+        cfg = config if config is not None else (getattr(self, "model_cfg", None) or {})
+        data = cfg.get("data") or {}
+        margin = 20.0 if data.get("bbox_margin") is None else float(data["bbox_margin"])
+        if task == Task.DETECT:
+            return DetectionDataset(samples, transform, bbox_margin=margin, seed=seed)
+        sampler = None
+        if task == Task.COND_TOP_DOWN:
+            from dlc_train.data.generative_sampling import GenerativeSampler
+
+            # Test items too, as DeepLabCut: a CTD model is scored on imperfect conditions.
+            sampler = GenerativeSampler.from_config(data.get("gen_sampling"),
+                                                    len(self.bodyparts))
+        section = data.get("train" if mode == "train" else "inference") or {}
+        crop = CropSettings.from_config(section.get("top_down_crop"),
+                                        with_context_default=task == Task.TOP_DOWN)
+        return TopDownDataset(samples, transform, self.bodyparts, crop, bbox_margin=margin,
+                              after_crop=after_crop, seed=seed, sampler=sampler)
 
 
 def check_mode(mode: str) -> None:

@@ -16,7 +16,28 @@ from torch.utils.data import DataLoader, Dataset
 from dlc_train.data.transforms import Augmentation
 
 
-class PoseDataset(Dataset):
+class SeededDataset(Dataset):
+    """Our datasets' shared part: (image path, keypoints (N, K, 3)) samples, and random draws
+    of item ``i`` in epoch ``e`` seeded with ``(seed, e, i)``, so runs are reproducible
+    whatever the number of dataloader workers."""
+
+    def __init__(self, samples: Sequence[tuple[str, np.ndarray]], seed: int = 0):
+        self.samples = [(str(p), np.asarray(k, dtype=np.float32)) for p, k in samples]
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Changes the augmentation draws from one epoch to the next."""
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+class PoseDataset(SeededDataset):
     """Args:
         samples: [(image path, keypoints (N, K, 3))]; visibility <= 0 marks unlabeled.
         transform: a pipeline from ``build_transforms`` (None: no augmentation, raw pixels).
@@ -30,23 +51,14 @@ class PoseDataset(Dataset):
     def __init__(self, samples: Sequence[tuple[str, np.ndarray]], transform: Augmentation | None,
                  bodyparts: Sequence[str], unique_keypoints: Sequence[np.ndarray] | None = None,
                  seed: int = 0):
-        self.samples = [(str(p), np.asarray(k, dtype=np.float32)) for p, k in samples]
+        super().__init__(samples, seed)
         self.transform = transform
         self.bodyparts = list(bodyparts)
         self.unique_keypoints = list(unique_keypoints) if unique_keypoints is not None else None
-        self.seed = int(seed)
-        self.epoch = 0
         for path, kps in self.samples:
             if kps.ndim != 3 or kps.shape[1:] != (len(self.bodyparts), 3):
                 raise ValueError(f"keypoints of {path} have shape {kps.shape}, expected "
                                  f"(N, {len(self.bodyparts)}, 3)")
-
-    def set_epoch(self, epoch: int) -> None:
-        """Changes the augmentation draws from one epoch to the next."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, kps = self.samples[index]
@@ -55,8 +67,7 @@ class PoseDataset(Dataset):
         if self.unique_keypoints is not None:
             arrays.append(np.asarray(self.unique_keypoints[index], dtype=np.float32).copy())
         if self.transform is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, arrays = self.transform(image, arrays, rng)
+            image, arrays = self.transform(image, arrays, self.rng(index))
         image = np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1))
         keypoints = np.ascontiguousarray(arrays[0])
         # Row n is individual n of the project (labels are stored in individuals order), which
@@ -98,10 +109,12 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
             "image_size": torch.tensor([[ih, iw] for ih, iw in zip(heights, widths)])}
 
 
-def make_dataloaders(train_set: PoseDataset, test_set: PoseDataset | None, settings: dict,
-                     seed: int, start_epoch: int = 1) -> tuple[DataLoader, DataLoader | None]:
+def make_dataloaders(train_set: Dataset, test_set: Dataset | None, settings: dict,
+                     seed: int, start_epoch: int = 1, collate_fn: Any = None
+                     ) -> tuple[DataLoader, DataLoader | None]:
     """The trainer's batches, from ``train_settings`` (batch_size, dataloader_workers,
-    dataloader_pin_memory).
+    dataloader_pin_memory); ``collate_fn`` batches the training items (``data.train.collate``;
+    None: ``collate``).
 
     Training batches are shuffled by a generator seeded with ``seed + start_epoch - 1``, so a
     resumed run does not replay the first epochs' order; test images come one at a time (full
@@ -114,8 +127,9 @@ def make_dataloaders(train_set: PoseDataset, test_set: PoseDataset | None, setti
     pin = bool(settings.get("dataloader_pin_memory"))
     generator = torch.Generator().manual_seed(int(seed) + int(start_epoch) - 1)
     train_loader = DataLoader(train_set, batch_size=int(settings.get("batch_size") or 1),
-                              shuffle=True, num_workers=workers, collate_fn=collate,
-                              pin_memory=pin, generator=generator, drop_last=False)
+                              shuffle=True, num_workers=workers,
+                              collate_fn=collate_fn or collate, pin_memory=pin,
+                              generator=generator, drop_last=False)
     test_loader = None
     if test_set is not None and len(test_set) > 0:
         test_loader = DataLoader(test_set, batch_size=1, shuffle=False, num_workers=workers,

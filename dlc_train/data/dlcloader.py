@@ -81,6 +81,14 @@ class DLCLoader(Loader):
     def pose_config_path(self) -> Path:
         return self.train_folder / "pytorch_config.yaml"
 
+    @property
+    def model_cfg(self) -> dict:
+        """The shuffle's pytorch_config.yaml as a dict (DeepLabCut's ``loader.model_cfg``);
+        ConfigError when it has not been made yet."""
+        from dlc_train.config import read_config_as_dict
+
+        return read_config_as_dict(self.pose_config_path)
+
     # -- split -------------------------------------------------------------------------------
     def _make_split(self) -> tuple[list[str], list[str]]:
         paths = self.labels.image_paths
