@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from dlc_cli.cluster import cluster_options, cluster_runner
 from dlc_cli.errors import (OneLineGroup, error_line, in_cli_words, interrupt_types,
                             one_line_errors)
 from dlc_cli.options import parse_size
@@ -64,8 +65,13 @@ class _NetTypeOption(click.Option):
 @click.option("--net-type", cls=_NetTypeOption, default=None, metavar="NAME")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Total epochs, resumed ones included (overrides the config).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None)
-@click.option("--device", default=None, help="cpu, cuda, cuda:0 or auto.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per step (per process under torchrun).")
+@click.option("--detector-epochs", type=click.IntRange(min=0), default=None,
+              help="Top-down shuffles: the detector's total epochs, trained before the pose "
+                   "model (overrides the config; 0: do not train the detector).")
+@click.option("--device", default=None,
+              help="cpu, cuda, cuda:0 or auto (under torchrun: cuda, cpu or auto).")
 @click.option("--resume", is_flag=True, help="Continue from the latest snapshot of the shuffle.")
 @click.option("--overwrite", is_flag=True,
               help="Train again from epoch 1 in a shuffle that has snapshots, replacing them.")
@@ -75,8 +81,8 @@ class _NetTypeOption(click.Option):
 @click.option("--no-progress", is_flag=True,
               help="No progress bar and no per-epoch lines (logging only).")
 @one_line_errors
-def train(config, coco_dir, shuffle, trainset_index, net_type, epochs, batch_size, device, resume,
-          overwrite, overrides, no_progress):
+def train(config, coco_dir, shuffle, trainset_index, net_type, epochs, batch_size,
+          detector_epochs, device, resume, overwrite, overrides, no_progress):
     """Train a pose model on a DeepLabCut project (CONFIG: its config.yaml) or, with --coco, on
     a COCO keypoint dataset."""
     from dlc_train.apis import train_network
@@ -99,10 +105,14 @@ def train(config, coco_dir, shuffle, trainset_index, net_type, epochs, batch_siz
                                       net_type=net_type, epochs=epochs, batch_size=batch_size,
                                       device=device, resume=resume,
                                       pytorch_config_overrides=_parse_overrides(overrides),
-                                      progress=not no_progress, overwrite=overwrite)
+                                      progress=not no_progress, overwrite=overwrite,
+                                      detector_epochs=detector_epochs)
     except UnknownConfigKeyError as err:
         raise ConfigError(f"--set {err}") from None
-    click.echo(f"snapshots in {train_dir}")
+    from dlc_train.runners.distributed import is_main_process
+
+    if is_main_process():  # under torchrun: once, not once per process
+        click.echo(f"snapshots in {train_dir}")
 
 
 @cli.command()
@@ -249,12 +259,14 @@ def export(source, pytorch_config, shuffle, trainset_index, snapshot_index, outp
                    "from it.")
 @click.option("--no-resume", is_flag=True, help="Ignore checkpoints; start every video over.")
 @track_options
+@cluster_options
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @one_line_errors
 def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index, dest,
             batch_size, device, backend, precision, save_as_csv, overwrite, allow_truncated,
             decoder, backend_option, start, stop, stride, strict, checkpoint_seconds, no_resume,
-            track, n_animals, track_option, ctd_tracking, ctd_option, no_progress):
+            track, n_animals, track_option, ctd_tracking, ctd_option, cluster, address, workers,
+            gpus_per_worker, threads_per_worker, no_progress):
     """Run a bundle over videos; write DeepLabCut-compatible .h5 results.
 
     BUNDLE is a bundle folder or a DeepLabCut project's config.yaml (its bundle exported for
@@ -270,6 +282,8 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
     from dlc_runtime.deeplabcut_api import load_bundle
     from dlc_runtime.inputs import check_output_folder, collect_videos
 
+    run = cluster_runner(cluster, address, workers, gpus_per_worker, threads_per_worker,
+                         local=_analyze_all)  # --cluster ray: dlc_cli/cluster.py
     options = parse_backend_options(backend_option)
     tracking = tracking_from_cli(track, n_animals, track_option)
     ctd = ctd_tracking_from_cli(ctd_tracking, ctd_option)
@@ -302,12 +316,12 @@ def analyze(bundle, videos, video_types, shuffle, trainset_index, snapshot_index
     found, problems = collect_videos(videos, list(video_types) or None)
     if dest is not None:
         check_output_folder(dest, "--dest")
-    _analyze_all(loaded, found, problems, dest, not no_progress, backend=backend,
-                 device=device, backend_options=options, batch_size=batch_size,
-                 save_as_csv=save_as_csv, overwrite=overwrite, allow_truncated=allow_truncated,
-                 decoder=decoder, start=start, stop=stop, stride=stride, strict=strict,
-                 checkpoint_seconds=checkpoint_seconds, resume=not no_resume, track=tracking,
-                 ctd_tracking=ctd)
+    run(loaded, found, problems, dest, not no_progress, backend=backend,
+        device=device, backend_options=options, batch_size=batch_size,
+        save_as_csv=save_as_csv, overwrite=overwrite, allow_truncated=allow_truncated,
+        decoder=decoder, start=start, stop=stop, stride=stride, strict=strict,
+        checkpoint_seconds=checkpoint_seconds, resume=not no_resume, track=tracking,
+        ctd_tracking=ctd)
 
 
 def _analyze_all(bundle, videos, problems, dest, progress: bool, **settings) -> None:
