@@ -110,6 +110,8 @@ def test_bf16_torch_export_program(shuffle, tmp_path):
         assert bf16.name == "torch-cpu-bf16"
 
 
+# slow: bf16 export stays in the fast tier through the bottom-up tests above.
+@pytest.mark.slow
 def test_top_down_bf16_pose_beside_fp32_detector(td_project, tmp_path):
     """bf16 is the pose network's precision; the detector keeps its one fp32 artifact."""
     from dlc_runtime.pipelines import make_pipeline

@@ -392,6 +392,9 @@ def peaked_pose_snapshot(train, dest, frames: np.ndarray):
     return dest
 
 
+# slow: the fp16 export of a two-graph bundle stays in the fast tier through CTD's
+# (tests/test_export_ctd_artifacts.py).
+@pytest.mark.slow
 def test_fp16_pose_artifact_on_cpu(td_project, tmp_path):
     """fp16 is the pose network's precision (the detector stays fp32), allowed on the CPU as
     for bottom-up bundles."""
@@ -541,6 +544,8 @@ def test_crop_without_context_is_refused(td_project, tmp_path):
     assert not (tmp_path / "x.bundle").exists()
 
 
+# slow: CTD's fp16 ONNX test covers the two-graph path in the fast tier.
+@pytest.mark.slow
 def test_fp16_onnx_pose_graph_on_cpu(td_project, tmp_path):
     """The fp16 ONNX variant: the pose network in half (the detector stays fp32), checked on
     the CPU with the detector's and the pose graph's gates; the runtime runs it by precision."""

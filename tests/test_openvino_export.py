@@ -198,6 +198,8 @@ def test_cli_export_and_analyze_int8(made, tmp_path):
     one_error_line(res, "no OpenVINO bf16 graph")
 
 
+# slow: int8 export and its gate stay in the fast tier through the bottom-up tests.
+@pytest.mark.slow
 def test_top_down_int8_quantizes_the_pose_graph_only(tmp_path):
     """The pose graph calibrates on the boxes the bundle's detector finds; the detector stays
     fp32 beside it (as in every reduced-precision format)."""
