@@ -5,7 +5,6 @@ differently, each a small subclass of the albumentations transform it extends:
 
 - ``SymmetricHFlip``: a horizontal flip that swaps left/right bodyparts of every individual.
 - ``KeypointAwareCrop``: DeepLabCut's crop sampling (uniform / keypoints / density / hybrid).
-- ``Affine``: albumentations' Affine, with keypoints in our coordinates (see below).
 - ``ElasticTransform``: DeepLabCut's parameters, and keypoints moved by inverting the field.
 - ``CoarseDropout``: DeepLabCut's ``covering``: keypoints under a hole become unlabeled.
 - ``Grayscale``: grayscale blended with the image (DeepLabCut's alpha in [0.5, 1]).
@@ -13,11 +12,14 @@ differently, each a small subclass of the albumentations transform it extends:
 - ``PadIfNeeded``: keypoints and boxes shift with the padding, whatever the border mode.
 - ``RandomBBoxTransform``: jitters boxes only (top-down crops), as mmpose / DeepLabCut.
 
-Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)`` and its centre is ``i + 0.5``;
-resizing by ``s`` maps ``x`` to ``x * s`` (what cv2.resize does to the image). albumentations'
-warps (Affine, the flip) treat keypoints as pixel indices (centre at ``i``), so those two are
-adjusted here. Keypoints reach these transforms as rows ``x, y, ...`` (albumentations' internal
-layout: x and y first, other columns carried along); an unlabeled keypoint has x = y = NaN.
+Coordinates are pixel indices, as DeepLabCut's labels are (its labeling GUIs, napari and
+matplotlib, draw pixel ``i`` centred on ``i``) and as albumentations moves keypoints: the flip
+maps ``x`` to ``W - 1 - x`` and the affine warp applies its matrix to indices
+(cv2.warpAffine), both as in DeepLabCut's training. Resizing keeps albumentations' (and so
+DeepLabCut's) ``x * s``, half a pixel times ``s - 1`` from the exact index mapping
+``(x + 0.5) * s - 0.5``. Keypoints reach these transforms as rows ``x, y, ...``
+(albumentations' internal layout: x and y first, other columns carried along); an unlabeled
+keypoint has x = y = NaN.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ LAYOUT_KEY = "keypoint_layout"
 
 
 class SymmetricHFlip(A.HorizontalFlip):
-    """Horizontal flip (x -> W - x) that swaps symmetric bodyparts of every individual.
+    """Horizontal flip (x -> W - 1 - x) that swaps symmetric bodyparts of every individual.
 
     A flipped left ear is where a right ear would be: without the swap the model would learn
     left and right as one. Without a layout (a plain ``A.Compose`` call) all rows are taken as
@@ -69,28 +71,13 @@ class SymmetricHFlip(A.HorizontalFlip):
                            **params: Any) -> np.ndarray:
         out = np.array(keypoints[keypoint_order] if keypoint_order is not None else keypoints,
                        dtype=np.float32)
-        out[:, 0] = params["shape"][1] - out[:, 0]
+        out[:, 0] = (params["shape"][1] - 1) - out[:, 0]  # as albumentations flips
         if out.shape[1] > 3:  # albumentations' angle column
             out[:, 3] = np.pi - out[:, 3]
         return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("symmetries",)
-
-
-class Affine(A.Affine):
-    """albumentations' Affine with keypoints in continuous coordinates.
-
-    Its matrix acts on pixel indices (cv2.warpAffine), so keypoints are moved half a pixel into
-    index coordinates and back around it; without that a scale s moves them by 0.5 * (1 - s).
-    """
-
-    def apply_to_keypoints(self, keypoints: np.ndarray, **params: Any) -> np.ndarray:
-        shifted = np.array(keypoints, dtype=np.float32)
-        shifted[:, :2] -= 0.5
-        out = super().apply_to_keypoints(shifted, **params)
-        out[:, :2] += 0.5
-        return out
 
 
 class PadIfNeeded(A.PadIfNeeded):
@@ -204,11 +191,11 @@ class ElasticTransform(A.ElasticTransform):
         grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32),
                                      np.arange(h, dtype=np.float32))
         dx, dy = map_x - grid_x, map_y - grid_y
-        target = out[:, :2].astype(np.float64) - 0.5  # pixel-index coordinates
+        target = out[:, :2].astype(np.float64)
         q = target.copy()
         for _ in range(20):
             q = target - np.stack([_bilinear(dx, q), _bilinear(dy, q)], axis=1)
-        out[:, :2] = (q + 0.5).astype(np.float32)
+        out[:, :2] = q.astype(np.float32)
         return out
 
 

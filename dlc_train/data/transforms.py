@@ -270,7 +270,7 @@ def _hflip(value: Any, bodyparts) -> list:
 
 
 def _affine(value: Any, bodyparts) -> list:
-    from dlc_train.data.augmentations import Affine
+    from dlc_train.data.augmentations import A
 
     o = _options("affine", value)
     kwargs: dict[str, Any] = {"p": float(o["p"]), "keep_ratio": True,
@@ -281,7 +281,7 @@ def _affine(value: Any, bodyparts) -> list:
         kwargs["rotate"] = (-float(o["rotation"]), float(o["rotation"]))
     if o["translation"] is not None:
         kwargs["translate_px"] = (-int(o["translation"]), int(o["translation"]))
-    return [Affine(**kwargs)]
+    return [A.Affine(**kwargs)]
 
 
 def _random_bbox_transform(value: Any, bodyparts) -> list:
