@@ -5,7 +5,8 @@ crossing, touching, leaving the frame, one occluding another; see
 :mod:`dlc_train.synthetic.scenario`) -> train a small multi-animal model (resnet_tiny with part
 affinity fields) -> export an ONNX bundle -> analyze the video with tracking -> identity
 switches, IDF1 and MOTA of the tracks against the ground truth (``motmetrics``), for the chosen
-tracker and, re-tracked from the same analysis, the other two.
+tracker and, re-tracked from the same analysis, the other two. The trained snapshot is also
+evaluated as ``dlc evaluate`` does (RMSE, OKS mAP/mAR on the labeled frames' test split).
 """
 from __future__ import annotations
 
@@ -37,11 +38,13 @@ def multi_demo_spec(seed: int = 0):
 @dataclass
 class MultiAnimalDemoResult:
     """What ``dlc demo --multi-animal`` measured (``metrics``: tracker -> TrackingMetrics
-    fields; ``detections``: the analysis' animals scored per frame, identities aside)."""
+    fields; ``detections``: the analysis' animals scored per frame, identities aside;
+    ``evaluation``: ``evaluate_network``'s train and test metrics of the snapshot)."""
 
     tracker: str
     metrics: dict
     detections: dict
+    evaluation: dict
     events: dict
     epochs: int
     frames: int
@@ -99,7 +102,7 @@ def run_multi_animal_demo(output: str | Path = "dlc-demo", seed: int = 0,
     from dlc_runtime.tracking.metrics import tracking_metrics
     from dlc_runtime.tracking.options import TrackingOptions
     from dlc_runtime.tracking.track_results import track_h5
-    from dlc_train.apis import train_network
+    from dlc_train.apis import evaluate_network, train_network
     from dlc_train.synthetic import generate_project, load_ground_truth
     from dlc_train.synthetic.scenario import scenario_events
 
@@ -116,7 +119,7 @@ def run_multi_animal_demo(output: str | Path = "dlc-demo", seed: int = 0,
     project = generate_project(output / "project", spec)
     events = scenario_events(spec).counts()
     seconds["generate"] = time.perf_counter() - t
-    echo(f"[1/5] synthetic project: {spec.num_animals} animals, {spec.num_labeled_frames} "
+    echo(f"[1/6] synthetic project: {spec.num_animals} animals, {spec.num_labeled_frames} "
          f"labeled frames, {spec.num_video_frames}-frame video with {events['crossings']} "
          f"path crossing(s), {events['touching_frames']} frames of animals touching, "
          f"{events['occluded_frames']} occluded, {events['out_of_frame_frames']} with an "
@@ -127,20 +130,28 @@ def run_multi_animal_demo(output: str | Path = "dlc-demo", seed: int = 0,
                   batch_size=DEMO_BATCH_SIZE, device="cpu",
                   pytorch_config_overrides=demo_training_overrides(epochs), progress=False)
     seconds["train"] = time.perf_counter() - t
-    echo(f"[2/5] trained {DEMO_NET_TYPE} (part affinity fields) for {epochs} epochs "
+    echo(f"[2/6] trained {DEMO_NET_TYPE} (part affinity fields) for {epochs} epochs "
          f"({seconds['train']:.1f} s)")
+
+    t = time.perf_counter()
+    evaluated = evaluate_network(project.config_path, shuffles=[1], device="cpu",
+                                 show_errors=False)[0]
+    seconds["evaluate"] = time.perf_counter() - t
+    test = evaluated.metrics["test"]
+    echo(f"[3/6] evaluated {evaluated.snapshot.name} on the test images: mAP {test['mAP']:.1f}, "
+         f"mAR {test['mAR']:.1f}, RMSE {test['rmse']:.2f} px ({seconds['evaluate']:.1f} s)")
 
     t = time.perf_counter()
     exported = export_from_project(project.config_path, shuffle=1)
     seconds["export"] = time.perf_counter() - t
-    echo(f"[3/5] {exported.parity.summary()} ({seconds['export']:.1f} s)")
+    echo(f"[4/6] {exported.parity.summary()} ({seconds['export']:.1f} s)")
 
     t = time.perf_counter()
     analysis = analyze_video(exported.bundle_dir, project.video_path,
                              dest_folder=output / "results", batch_size=8, progress=True,
                              track=tracker, n_animals=spec.num_animals)
     seconds["analyze"] = time.perf_counter() - t
-    echo(f"[4/5] analyzed and tracked {analysis.n_frames} frames at {analysis.fps:.1f} "
+    echo(f"[5/6] analyzed and tracked {analysis.n_frames} frames at {analysis.fps:.1f} "
          f"frames/s -> {analysis.tracks_h5 or analysis.tracking.summary()}")
 
     t = time.perf_counter()
@@ -158,7 +169,7 @@ def run_multi_animal_demo(output: str | Path = "dlc-demo", seed: int = 0,
     raw = _poses(pd.read_hdf(analysis.h5_path, "df_with_missing"), n, a)
     detections = tracking_metrics(raw, truth)
     seconds["metrics"] = time.perf_counter() - t
-    echo(f"[5/5] tracks vs ground truth ({detections.max_distance_px:.1f} px reach); the "
+    echo(f"[6/6] tracks vs ground truth ({detections.max_distance_px:.1f} px reach); the "
          f"network found {detections.recall:.1%} of the animals, precision "
          f"{detections.precision:.1%}:")
     for name in TRACKERS:
@@ -171,6 +182,9 @@ def run_multi_animal_demo(output: str | Path = "dlc-demo", seed: int = 0,
         tracker=tracker, metrics={k: v.as_dict() for k, v in metrics.items()},
         detections={"recall": detections.recall, "precision": detections.precision,
                     "motp_px": detections.motp_px, "max_distance_px": detections.max_distance_px},
+        evaluation={split: {k: float(v) for k, v in evaluated.metrics[split].items()
+                            if k in ("rmse", "rmse_pcutoff", "mAP", "mAR")}
+                    for split in ("train", "test")},
         events=events, epochs=int(epochs), frames=int(analysis.n_frames),
         analysis_fps=float(analysis.fps), parity_max_px=float(exported.parity.max_px),
         seconds={k: round(v, 2) for k, v in seconds.items()}, h5_path=str(analysis.h5_path),

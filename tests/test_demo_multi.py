@@ -42,7 +42,12 @@ def test_multi_demo_writes_tracks_and_scores_them(quick_multi_demo):
         assert {"idf1", "mota", "id_switches", "fragmentations"} <= set(scores)
         assert 0.0 <= scores["idf1"] <= 1.0 and scores["mota"] <= 1.0
     assert summary["events"]["out_of_frame_frames"] > 0
-    assert lines[0].startswith("[1/5] synthetic project: 3 animals")
+    assert lines[0].startswith("[1/6] synthetic project: 3 animals")
+    # Evaluated as dlc evaluate does: OKS mAP of the test split printed and recorded.
+    test = summary["evaluation"]["test"]
+    assert 0.0 <= test["mAP"] <= 100.0 and 0.0 <= test["mAR"] <= 100.0
+    assert any(line.startswith("[3/6] evaluated snapshot") and f"mAP {test['mAP']:.1f}" in line
+               for line in lines)
     assert any(line.strip().startswith("ellipse  IDF1") for line in lines)
 
 
