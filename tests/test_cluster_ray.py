@@ -11,6 +11,7 @@ Ray.
 """
 from __future__ import annotations
 
+import builtins
 import sys
 from pathlib import Path
 
@@ -27,14 +28,23 @@ BATCH = 8
 RUN = dict(batch_size=BATCH, progress=False)
 
 
+_PRINT = builtins.print
+
+
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray")
+    from dlc_runtime.cluster.driver import import_ray
+
+    pytest.importorskip("ray")
+    ray = import_ray()   # as the driver imports it (with Ray's print patch off)
     # A small object store: only items and results cross it (and CI's /dev/shm is small).
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=200 * 1024**2)
     yield ray
     ray.shutdown()
+    # Ray's tqdm support replaces builtins.print in the driver for good (seen after the
+    # killed-worker test) unless the driver turns it off, as import_ray does.
+    assert builtins.print is _PRINT
 
 
 @pytest.fixture(scope="module")

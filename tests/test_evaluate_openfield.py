@@ -81,8 +81,10 @@ def test_openfield_first_frames(tmp_path):
 def test_openfield_whole_project(tmp_path):
     result = evaluate_and_check(openfield_project(tmp_path, None), n_train=110, n_test=6,
                                 epochs=5)
-    # resnet_tiny from scratch, test RMSE: untrained 318 px, 1 epoch 171 px, 5 epochs 62 px
-    # (train mAP 9.5) here. The bounds say that the model learned and that evaluation reads
-    # its keypoints in the frames' pixels.
-    assert result.metrics["test"]["rmse"] < 150
+    # resnet_tiny from scratch, test RMSE: untrained 318 px. After 5 epochs the best snapshot
+    # varies with the seed: 150-188 px for train_settings.seed 1-4 and 42 (167 px), measured
+    # with the per-epoch reseeding of the runner; 62-304 px with the earlier seeding (the old
+    # bound of 150 px held for seed 42 only). The bounds say that the model learned and that
+    # evaluation reads its keypoints in the frames' pixels.
+    assert result.metrics["test"]["rmse"] < 250
     assert result.metrics["train"]["mAP"] > 0

@@ -49,6 +49,9 @@ class ClusterError(DLCRuntimeError):
 
 def import_ray() -> Any:
     """The ``ray`` module, or a :class:`ClusterError` naming the extra to install."""
+    # Ray's tqdm support replaces builtins.print in the driver process for good unless told not
+    # to: a library must not change the caller's print.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     try:
         import ray
     except ImportError:
