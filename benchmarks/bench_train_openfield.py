@@ -78,9 +78,7 @@ def main() -> None:
                            device="cpu", progress=True)
     train_seconds = time.perf_counter() - start
     train_cpu_seconds, load_after = _cpu_seconds() - cpu_before, os.getloadavg()
-    stats_file = next(p for p in (folder / "learning_stats.csv", folder / "train_stats.csv")
-                      if p.is_file())
-    stats = pd.read_csv(stats_file)
+    stats = pd.read_csv(folder / "learning_stats.csv")
     # Rows of the epochs the runner evaluated (every eval_interval), whatever the file's naming.
     rmse_columns = [c for c in stats.columns if "rmse" in c]
     epoch_columns = [c for c in stats.columns if c.split("/")[-1] in ("epoch", "step")][:1]
