@@ -46,12 +46,20 @@ def _index(value: str | None) -> int | str | None:
 @click.option("--pck", "pck_thresholds", type=click.FloatRange(min=0, min_open=True),
               multiple=True, metavar="PIXELS",
               help="PCK at this distance in pixels (repeatable; <scorer>-pck-results.csv).")
+@click.option("--detector-snapshot-index", default=None,
+              help="Top-down shuffles: which detector snapshot finds the boxes: a number "
+                   "(-1: the last), 'best' or 'all' (default: the project's "
+                   "detector_snapshotindex).")
+@click.option("--gt-boxes", is_flag=True,
+              help="Top-down shuffles: crop around boxes made from the labels instead of "
+                   "running the detector.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:0 or auto.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images of the same size per forward pass.")
 @one_line_errors
 def evaluate(config, shuffles, trainset_index, snapshot_index, snapshots, plot, plot_by,
-             pcutoff, comparison_bodyparts, per_keypoint, pck_thresholds, device, batch_size):
+             pcutoff, comparison_bodyparts, per_keypoint, pck_thresholds, detector_snapshot_index,
+             gt_boxes, device, batch_size):
     """Evaluate trained snapshots of a DeepLabCut project (CONFIG: its config.yaml).
 
     Writes DeepLabCut 3's files to <project>/evaluation-results-pytorch/iteration-<i>/
@@ -75,6 +83,7 @@ def evaluate(config, shuffles, trainset_index, snapshot_index, snapshots, plot, 
         snapshots_to_evaluate=list(snapshots) or None,
         comparison_bodyparts=list(comparison_bodyparts) or None,
         per_keypoint_evaluation=per_keypoint, pcutoff=pcutoff,
-        pck_thresholds=list(pck_thresholds) or None, batch_size=batch_size)
+        pck_thresholds=list(pck_thresholds) or None, batch_size=batch_size,
+        detector_snapshot_index=_index(detector_snapshot_index), ground_truth_boxes=gt_boxes)
     for result in results:
         click.echo(f"results in {result.files['results']}")

@@ -312,6 +312,7 @@ def _write_image_predictions(bundle: Bundle, predictions: dict[str, dict[str, np
                       columns=columns)
     h5 = folder / f"image_predictions_{bundle.scorer}.h5"
     try:
+        folder.mkdir(parents=True, exist_ok=True)  # checked writable before the inference
         with atomic_path(h5, keep_suffix=True) as tmp:
             df.to_hdf(tmp, key="predictions")
         if save_as_csv:

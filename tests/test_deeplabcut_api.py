@@ -184,6 +184,10 @@ def test_analyze_images_writes_deeplabcuts_table(tmp_path):
     np.testing.assert_allclose(df.loc[str(paths[2])].to_numpy(),
                                predictions[str(paths[2])]["bodyparts"].reshape(-1), rtol=1e-6)
     assert h5.with_suffix(".csv").is_file()
+    # A new output_dir is created (it was checked writable before the inference).
+    pep.analyze_images(bundle, paths[:1], output_dir=tmp_path / "new" / "out",
+                       progress_bar=False)
+    assert (tmp_path / "new" / "out" / h5.name).is_file()
     assert pep.analyze_images(bundle, tmp_path / "frames", frame_type="jpg") == {}
     with pytest.raises(DLCRuntimeError, match="max_individuals=3"):
         pep.analyze_images(bundle, paths, max_individuals=3)

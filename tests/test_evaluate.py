@@ -196,22 +196,6 @@ def test_cli_evaluate_and_bad_input(single, tmp_path):
     assert _tree(project) == before
 
 
-def test_top_down_shuffle_is_refused(single):
-    project = single.parent
-    train = project / "dlc-models-pytorch" / "iteration-0" / "syntheticJan1-trainset95shuffle1"
-    copy = project / "dlc-models-pytorch" / "iteration-0" / "syntheticJan1-trainset95shuffle4"
-    shutil.copytree(train / "train", copy / "train")
-    cfg_path = copy / "train" / "pytorch_config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg_path.write_text(yaml.safe_dump(dict(cfg, method="td")))
-    split = next((project / "training-datasets").rglob("*95shuffle1.yaml"))
-    shutil.copy(split, split.with_name(split.name.replace("shuffle1", "shuffle4")))
-    one_error_line(invoke(["evaluate", single, "--shuffle", "4"]),
-                   "is a top_down model; evaluation runs bottom-up models only")
-    assert not (project / "evaluation-results-pytorch" / "iteration-0"
-                / "syntheticJan1-trainset95shuffle4").exists()
-
-
 @pytest.mark.parametrize("inference", [
     {"resize": {"height": 100, "width": 90, "keep_ratio": True}, "normalize_images": True},
     {"longest_max_size": 200, "auto_padding": {"pad_height_divisor": 32,

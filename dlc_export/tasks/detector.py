@@ -17,9 +17,10 @@ from torch import nn
 
 from dlc_export.errors import ExportError
 from dlc_export.options import DEFAULT_MAX_DETECTIONS
-from dlc_train.models.detectors import DETECTORS, BaseDetector, FasterRCNN, SSDLite
+from dlc_train.config import ConfigError
+from dlc_train.models.detectors import BaseDetector, FasterRCNN, SSDLite
 from dlc_train.models.detectors.base import deeplabcut_detector_input
-from dlc_train.models.loading import SnapshotError, read_snapshot
+from dlc_train.models.loading import build_detector_from_snapshot
 
 #: NMS iterations baked into the graph. Greedy NMS converges in as many steps as the longest
 #: suppression chain; 24 covers trained detectors with margin (each step is one (B, N, N) op).
@@ -104,28 +105,14 @@ def eager_detections(detector: BaseDetector, frames: np.ndarray, max_detections:
 
 def build_detector(pytorch_config: dict, snapshot_path: str | Path | None = None,
                    *, where: str = "config") -> BaseDetector:
-    """Builds the config's ``detector.model`` (eval mode) and loads ``snapshot_path`` into it.
+    """``build_detector_from_snapshot`` with ExportError for a config without a usable detector.
 
     Without a snapshot the detector keeps its random initialization (tests, dry runs).
     """
-    section = pytorch_config.get("detector")
-    if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
-        raise ExportError(f"{where}: no 'detector' section with a 'model'; a top-down config "
-                          "needs one (DeepLabCut writes it for top-down shuffles)")
     try:
-        detector = DETECTORS.build(dict(section["model"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ExportError(f"{where}: cannot build the detector: {err}") from None
-    if snapshot_path is not None:
-        snapshot = read_snapshot(snapshot_path)
-        state = snapshot.get("model", snapshot)
-        try:
-            detector.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise SnapshotError(f"{snapshot_path}: does not fit the configured detector "
-                                f"{section['model'].get('type')}: {first}") from None
-    return detector.eval()
+        return build_detector_from_snapshot(pytorch_config, snapshot_path, where=where)
+    except ConfigError as err:
+        raise ExportError(str(err)) from None
 
 
 def box_iou_np(a: np.ndarray, b: np.ndarray, extent: float = 0.0) -> np.ndarray:

@@ -3,8 +3,9 @@
 For each shuffle and snapshot: predictions on every labeled image of the shuffle's split,
 DeepLabCut 3's metrics on the train and the test images (:mod:`dlc_train.evaluation.run`), and
 DeepLabCut 3's result files in its folders (:mod:`dlc_train.evaluation.results`); labeled
-images with ``plotting``. docs/evaluate.md states where the numbers can differ from
-DeepLabCut's.
+images with ``plotting``. Top-down shuffles run each detector snapshot with each pose
+snapshot (or ground-truth boxes; :mod:`dlc_train.evaluation.top_down`). docs/evaluate.md
+states where the numbers can differ from DeepLabCut's.
 """
 from __future__ import annotations
 
@@ -22,15 +23,19 @@ from dlc_train.evaluation import results as files
 from dlc_train.evaluation.metrics import pck_name
 from dlc_train.evaluation.plots import (MODES, labeled_image_name, plot_labeled_image,
                                         require_matplotlib)
-from dlc_train.evaluation.predict import ImagePredictor, check_bottom_up
+from dlc_train.evaluation.predict import ImagePredictor, evaluated_task
 from dlc_train.evaluation.run import Evaluated, predict_split, rmse_per_bodypart, split_metrics
 from dlc_train.evaluation.selection import parse_index, select_snapshots
-from dlc_train.runners.snapshots import Snapshot
+from dlc_train.evaluation.top_down import DetectorBoxes, GroundTruthBoxes, TopDownPredictor
+from dlc_train.runners.snapshots import Snapshot, list_snapshots
+from dlc_train.runners.train import resolve_device
+from dlc_train.task import Task
 # The scorer is the runtime's (plain string rules): evaluation files and analysis results of
 # the same snapshot must carry the same name (docs/evaluate.md, dependency rule).
 from dlc_runtime.scorer import dlc3_scorer
 
 SPLITS = ("train", "test")
+DETECTOR_PREFIX = "snapshot-detector"
 
 
 @dataclass
@@ -38,7 +43,8 @@ class EvaluationResult:
     """One evaluated snapshot.
 
     Attributes:
-        scorer: DeepLabCut's scorer name of the snapshot.
+        scorer: DeepLabCut's scorer name of the snapshot (top-down with a detector:
+            ``..._detector_<uid>_snapshot_<uid>``).
         snapshot: the snapshot file.
         scores: the results row as written (index columns, then ``<split> <metric>`` rounded to
             2 decimals).
@@ -54,6 +60,7 @@ class EvaluationResult:
     metrics: dict[str, dict[str, float]]
     folder: Path
     files: dict[str, Path] = field(default_factory=dict)
+    detector: Path | None = None
 
 
 class _TrainedShuffle(DLCLoader):
@@ -81,12 +88,14 @@ def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
                      per_keypoint_evaluation: bool = False,
                      pcutoff: float | Sequence[float] | dict[str, float] | None = None,
                      pck_thresholds: Sequence[float] | None = None,
-                     batch_size: int = 1) -> list[EvaluationResult]:
+                     batch_size: int = 1, detector_snapshot_index: int | str | None = None,
+                     ground_truth_boxes: bool = False) -> list[EvaluationResult]:
     """Evaluates snapshots of one or more shuffles (DeepLabCut 3's arguments, plus PCK).
 
-    Bad arguments raise before anything is written: ConfigError (a bad value, a top-down
-    model), ProjectError (an unknown or untrained shuffle), SnapshotError (no such snapshot),
-    ImportError (plotting without matplotlib).
+    Bad arguments raise before anything is written: ConfigError (a bad value, a conditional
+    top-down model), ProjectError (an unknown or untrained shuffle), SnapshotError (no such
+    snapshot), ImportError (plotting without matplotlib). A top-down shuffle without a
+    detector snapshot is evaluated with ground-truth boxes, as DeepLabCut does.
 
     Args:
         config: the project's config.yaml.
@@ -107,11 +116,17 @@ def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
         pcutoff: likelihood threshold of ``rmse_pcutoff`` (one value, one per evaluated
             bodypart then unique bodypart, or a {bodypart: value} dict); None: the project's.
         pck_thresholds: pixel distances; PCK at each goes to ``<scorer>-pck-results.csv``.
-        batch_size: images per forward pass (same-sized images only; the numbers do not
-            change with it).
+        batch_size: images (top-down: crops) per forward pass (same-sized images only; the
+            numbers do not change with it).
+        detector_snapshot_index: top-down shuffles: which detector snapshot(s) find the boxes
+            (as ``snapshotindex``); None: the project's ``detector_snapshotindex`` (-1 when
+            unset; a null there means ground-truth boxes, as in DeepLabCut; so does a shuffle
+            whose detector was never trained).
+        ground_truth_boxes: top-down shuffles: crop around boxes made from the labels
+            (``data.bbox_margin``) instead of running a detector.
 
     Returns:
-        One EvaluationResult per evaluated snapshot.
+        One EvaluationResult per evaluated (detector and) pose snapshot, detector by detector.
     """
     project = load_project(config)
     shuffles = [shuffles] if isinstance(shuffles, int) else list(shuffles)
@@ -128,6 +143,10 @@ def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
         raise ConfigError(f"PCK thresholds must be positive pixel distances, got {thresholds}")
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    project_detector = project.cfg.get("detector_snapshotindex", -1)
+    detector_index = None if ground_truth_boxes or (
+        detector_snapshot_index is None and project_detector is None) \
+        else parse_index(detector_snapshot_index, project_detector)
 
     # Every shuffle and argument is checked before the first snapshot runs.
     jobs = []
@@ -137,19 +156,42 @@ def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
             if not loader.pose_config_path.is_file():
                 raise ProjectError(_untrained(loader))
             pose_cfg = read_config_as_dict(loader.pose_config_path)
-            check_bottom_up(pose_cfg, str(loader.pose_config_path))
+            task = evaluated_task(pose_cfg, str(loader.pose_config_path))
             _check_bodyparts(loader, pose_cfg)
             chosen = Evaluated.choose(loader, comparison_bodyparts, pcutoff,
                                       loader.project.cfg.get("pcutoff"))
             prefix = (pose_cfg.get("runner") or {}).get("snapshot_prefix") or "snapshot"
             snapshots = select_snapshots(loader.train_folder, index, snapshots_to_evaluate,
                                          prefix)
-            jobs.extend((loader, pose_cfg, chosen, snapshot) for snapshot in snapshots)
+            detectors = [None] if task != Task.TOP_DOWN else \
+                _detector_snapshots(loader, pose_cfg, detector_index)
+            jobs.extend((loader, pose_cfg, chosen, snapshot, detector)
+                        for detector in detectors for snapshot in snapshots)
     return [evaluate_snapshot(loader, pose_cfg, snapshot, chosen, device=device,
                               plot_mode=mode, show_errors=show_errors,
                               per_keypoint=per_keypoint_evaluation, pck_thresholds=thresholds,
-                              batch_size=int(batch_size))
-            for loader, pose_cfg, chosen, snapshot in jobs]
+                              batch_size=int(batch_size), detector=detector)
+            for loader, pose_cfg, chosen, snapshot, detector in jobs]
+
+
+def _detector_snapshots(loader: DLCLoader, pose_cfg: dict,
+                        index: int | str | None) -> list[Snapshot | None]:
+    """A top-down shuffle's detector snapshots to evaluate with; [None] (ground-truth boxes)
+    when ``index`` is None or, as in DeepLabCut, when no detector snapshot was trained (said in
+    one printed line); ConfigError when snapshots exist but the config has no detector."""
+    if index is None:
+        return [None]
+    folder = loader.train_folder
+    if not list_snapshots(folder, DETECTOR_PREFIX):
+        print(f"shuffle {loader.shuffle} is a top-down model without a detector snapshot "
+              f"({DETECTOR_PREFIX}-*.pt) in {folder}: evaluating with ground-truth boxes; train "
+              "its detector (dlc train --detector-epochs N) to analyze videos")
+        return [None]
+    if not isinstance((pose_cfg.get("detector") or {}).get("model"), dict):
+        raise ConfigError(f"{loader.pose_config_path} has no 'detector' section with a "
+                          "'model' to run its detector snapshots: make the config again, or "
+                          "evaluate with ground-truth boxes (--gt-boxes)")
+    return list(select_snapshots(folder, index, None, DETECTOR_PREFIX))
 
 
 def _check_bodyparts(loader: DLCLoader, pose_cfg: dict) -> None:
@@ -177,19 +219,22 @@ def _plot_mode(plotting: bool | str) -> str | None:
 def evaluate_snapshot(loader: DLCLoader, pose_cfg: dict, snapshot: Snapshot, chosen: Evaluated,
                       device: str | None = None, plot_mode: str | None = None,
                       show_errors: bool = True, per_keypoint: bool = False,
-                      pck_thresholds: Sequence[float] = (), batch_size: int = 1
-                      ) -> EvaluationResult:
+                      pck_thresholds: Sequence[float] = (), batch_size: int = 1,
+                      detector: Snapshot | None = None) -> EvaluationResult:
     """Evaluates one snapshot of a shuffle and writes its files (see :func:`evaluate_network`;
-    ``chosen``: the compared bodyparts and pcutoff)."""
+    ``chosen``: the compared bodyparts and pcutoff; ``detector``: a top-down model's detector
+    snapshot, None: ground-truth boxes)."""
     project = loader.project
     scorer = dlc3_scorer(pose_cfg.get("net_type") or "unknown", f"{project.task}{project.date}",
-                         loader.shuffle, snapshot.path)
-    predictor = ImagePredictor(pose_cfg, snapshot.path, device=device, batch_size=batch_size)
+                         loader.shuffle, snapshot.path,
+                         detector.path if detector is not None else None)
+    predictor = _predictor(loader, pose_cfg, snapshot, detector, device, batch_size)
     with_identity = bool((pose_cfg.get("metadata") or {}).get("with_identity")) \
         and "identity" in predictor.heads
     cutoff = chosen.pcutoff
     scores = {"%Training dataset": loader.train_fraction, "Shuffle number": loader.shuffle,
-              "Training epochs": snapshot.epoch, "Detector epochs (TD only)": -1,
+              "Training epochs": snapshot.epoch,
+              "Detector epochs (TD only)": -1 if detector is None else detector.epoch,
               "pcutoff": ", ".join(str(v) for v in cutoff) if isinstance(cutoff, list)
               else cutoff}
     metrics: dict[str, dict[str, float]] = {}
@@ -212,7 +257,27 @@ def evaluate_snapshot(loader: DLCLoader, pose_cfg: dict, snapshot: Snapshot, cho
     if plot_mode is not None:
         written["plots"] = _plot(loader, folder / f"LabeledImages_{scorer}", predictions,
                                  chosen, plot_mode)
-    return EvaluationResult(scorer, snapshot.path, scores, metrics, folder, written)
+    return EvaluationResult(scorer, snapshot.path, scores, metrics, folder, written,
+                            detector.path if detector is not None else None)
+
+
+def _predictor(loader: DLCLoader, pose_cfg: dict, snapshot: Snapshot,
+               detector: Snapshot | None, device: str | None, batch_size: int):
+    """ImagePredictor for bottom-up models; TopDownPredictor with the detector's boxes (or the
+    labels' boxes when ``detector`` is None) for top-down ones."""
+    if evaluated_task(pose_cfg, str(loader.pose_config_path)) != Task.TOP_DOWN:
+        return ImagePredictor(pose_cfg, snapshot.path, device=device, batch_size=batch_size)
+    device = resolve_device(device or (pose_cfg.get("runner") or {}).get("device")
+                            or pose_cfg.get("device"))
+    individuals = len(loader.individuals)
+    if detector is not None:
+        boxes = DetectorBoxes(pose_cfg, detector.path, individuals, device)
+    else:
+        margin = (pose_cfg.get("data") or {}).get("bbox_margin")
+        labels = dict(loader.train_samples() + loader.test_samples())
+        boxes = GroundTruthBoxes(labels, 20.0 if margin is None else float(margin))
+    return TopDownPredictor(pose_cfg, snapshot.path, boxes, individuals, len(loader.bodyparts),
+                            len(loader.unique_bodyparts), device=device, batch_size=batch_size)
 
 
 def _relative(loader: DLCLoader, path: str) -> str:

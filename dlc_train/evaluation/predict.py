@@ -36,16 +36,27 @@ _PROBE = np.array([[[0.0, 0.0, 2.0], [8.0, 0.0, 2.0], [0.0, 8.0, 2.0]]], dtype=n
 Prediction = dict[str, np.ndarray]
 
 
-def check_bottom_up(pose_cfg: dict, where: str) -> None:
-    """Raises ConfigError unless the config is a bottom-up model (the ones evaluated here)."""
+def evaluated_task(pose_cfg: dict, where: str) -> Task:
+    """The config's task, when evaluation runs it (bottom-up, top-down); ConfigError for a
+    conditional top-down model or an unknown method."""
     try:
         task = Task.from_str(str(pose_cfg.get("method") or "bu"))
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
-    if task != Task.BOTTOM_UP:
+    if task not in (Task.BOTTOM_UP, Task.TOP_DOWN):
         raise ConfigError(f"{where} is a {task.snake_name} model; evaluation runs bottom-up "
-                          "models only so far (top-down and conditional top-down models are "
-                          "not evaluated yet)")
+                          "and top-down models only (conditional top-down models, which take "
+                          "a bottom-up model's predictions as conditions, are not evaluated "
+                          "yet)")
+    return task
+
+
+def check_bottom_up(pose_cfg: dict, where: str) -> None:
+    """Raises ConfigError unless the config is a bottom-up model (the ones ImagePredictor runs
+    on whole images; top-down models: ``dlc_train.evaluation.top_down``)."""
+    if evaluated_task(pose_cfg, where) != Task.BOTTOM_UP:
+        raise ConfigError(f"{where} is a top_down model; whole-image prediction runs "
+                          "bottom-up models only (top-down: TopDownPredictor)")
 
 
 class ImagePredictor:

@@ -256,3 +256,34 @@ def build_model_from_snapshot(pytorch_config: dict, snapshot_path: str | Path) -
     model = build_model_from_config(pytorch_config)
     load_snapshot(snapshot_path, model, pytorch_config.get("net_type", "configured"))
     return model.eval()
+
+
+def build_detector_from_snapshot(pytorch_config: dict, snapshot_path: str | Path | None = None,
+                                 where: str = "the pytorch_config.yaml") -> torch.nn.Module:
+    """The config's ``detector.model`` in eval mode, with the weights of ``snapshot_path`` (read
+    with ``weights_only=True``, strict keys; None: its random initialization).
+
+    Raises:
+        ConfigError: no ``detector`` section with a ``model``, or one that cannot be built.
+        SnapshotError: the snapshot does not fit the configured detector.
+    """
+    from dlc_train.config import ConfigError
+    from dlc_train.models.detectors import DETECTORS  # registers the detectors
+
+    section = pytorch_config.get("detector")
+    if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
+        raise ConfigError(f"{where}: no 'detector' section with a 'model'; a top-down config "
+                          "needs one (DeepLabCut writes it for top-down shuffles)")
+    try:
+        detector = DETECTORS.build(dict(section["model"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: cannot build the detector: {err}") from None
+    if snapshot_path is not None:
+        snapshot = read_snapshot(snapshot_path)
+        try:
+            detector.load_state_dict(snapshot.get("model", snapshot), strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise SnapshotError(f"{snapshot_path}: does not fit the configured detector "
+                                f"{section['model'].get('type')}: {first}") from None
+    return detector.eval()
