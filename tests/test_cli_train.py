@@ -173,6 +173,7 @@ def test_demo_and_runner_overrides_stay_accepted():
 _NOT_CONFIG_KEYS = {
     "epoch": "snapshot metadata",
     "metadata": "snapshot dict",
+    "scaler": "snapshot dict (float16 runs' GradScaler state)",
     "net_type": "always written (read to compare with --net-type)",
     "milestones": "scheduler params (free-form)",
     "total_loss": "the model's loss dict",

@@ -162,7 +162,7 @@ def test_top_down_train_export_analyze(tmp_path):
     assert (folder / "learning_stats_detector.csv").read_text().startswith("step,losses/train.bbox_regression,")
     detector = torch.load(folder / "snapshot-detector-001.pt", weights_only=True)
     assert detector["metadata"]["epoch"] == 1
-    assert "test.mAP@50:95" in detector["metadata"]["metrics"]
+    assert "metrics/test.mAP@50:95" in detector["metadata"]["metrics"]
     assert all(k.startswith("model.") for k in detector["model"])
 
     # --resume: the detector is at its 1 epoch (skipped), the pose model continues to 2.

@@ -148,7 +148,7 @@ def test_dlc_train_coco_then_resume_through_the_python_api(coco, one_thread):
     assert cfg["metadata"]["bodyparts"] == list(BODYPARTS)
     assert cfg["data"]["train"]["crop_sampling"] is None
     snap = load_snapshot(folder / "snapshot-001.pt")
-    assert snap["metadata"]["epoch"] == 1 and "test.rmse" in snap["metadata"]["metrics"]
+    assert snap["metadata"]["epoch"] == 1 and "metrics/test.rmse" in snap["metadata"]["metrics"]
 
     # The Python API, as DeepLabCut's: loader + run config; one more epoch from the snapshot.
     loader = COCOLoader(coco, folder / "pytorch_config.yaml")

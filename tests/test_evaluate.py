@@ -90,7 +90,7 @@ def test_single_animal_files_and_numbers(single, capsys):
     # The training runner evaluated the same test image with the same metrics at the end of
     # the same epoch: the numbers agree.
     snap = torch.load(result.snapshot, weights_only=True)
-    assert snap["metadata"]["metrics"]["test.rmse"] == pytest.approx(
+    assert snap["metadata"]["metrics"]["metrics/test.rmse"] == pytest.approx(
         result.metrics["test"]["rmse"], rel=1e-5)
 
     # The .h5 holds the predictions the metrics were computed from, one row per labeled image.

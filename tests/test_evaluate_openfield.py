@@ -57,7 +57,7 @@ def evaluate_and_check(config: Path, n_train: int, n_test: int, epochs: int = 1)
     # The runner evaluated the same test frames after the same epoch: same numbers.
     snap = torch.load(result.snapshot, weights_only=True)
     for name in ("rmse", "mAP"):
-        assert snap["metadata"]["metrics"][f"test.{name}"] == pytest.approx(
+        assert snap["metadata"]["metrics"][f"metrics/test.{name}"] == pytest.approx(
             result.metrics["test"][name], rel=1e-5, abs=1e-6)
 
     df = pd.read_hdf(result.files["predictions"], key="df_with_missing")

@@ -143,9 +143,18 @@ def _make_shuffle(folder: Path, net_type: str, project: dict) -> tuple[Path, Pat
     return made.config_path, made.snapshot, made.model
 
 
-@pytest.mark.parametrize("net_type,multi_animal,heads",
-                         tiered(zoo_cases(), net_type=lambda case: case[0],
-                                ids=lambda case: _case_id(*case)))
+def _fast_cases() -> list:
+    """tiered(zoo_cases()), with one fast case per family: a plain backbone's single-animal
+    case is slow beside its multi-animal one (the same backbone graph; single-animal heatmap
+    exports are covered fast by the demo's and test_export_structure's bundles)."""
+    params = tiered(zoo_cases(), net_type=lambda case: case[0],
+                    ids=lambda case: _case_id(*case))
+    with_ma = {p.values[0] for p in params if p.values[1]}
+    return [pytest.param(*p.values, id=p.id, marks=(pytest.mark.slow,))
+            if not p.values[1] and p.values[0] in with_ma else p for p in params]
+
+
+@pytest.mark.parametrize("net_type,multi_animal,heads", _fast_cases())
 def test_zoo_exports_with_parity(tmp_path, net_type, multi_animal, heads):
     config_path, snapshot, model = _make_shuffle(tmp_path, net_type,
                                                  _project(multi_animal, heads))

@@ -84,8 +84,10 @@ def test_train_two_epochs_then_resume(tmp_path: Path):
     snap = load_snapshot(train_folder / "snapshot-001.pt")
     assert set(snap) == {"metadata", "model", "scheduler", "optimizer"}
     assert snap["metadata"]["epoch"] == 1
-    assert {"test.rmse", "test.rmse_pcutoff", "test.mAP"} <= set(snap["metadata"]["metrics"])
-    assert "total_loss" in snap["metadata"]["losses"]
+    # DeepLabCut 3's runner's names (its SnapshotManager reads metrics/<key_metric>).
+    assert {"metrics/test.rmse", "metrics/test.rmse_pcutoff", "metrics/test.mAP"} <= set(
+        snap["metadata"]["metrics"])
+    assert {"train.total_loss", "eval.total_loss"} <= set(snap["metadata"]["losses"])
     assert any(k.startswith("backbone.model.") for k in snap["model"])
     assert any(k.startswith("heads.bodypart.") for k in snap["model"])
     # The LR list moved to 1e-4 at milestone 1 (after the first epoch's scheduler step).
@@ -144,7 +146,9 @@ def test_snapshot_manager_policy(tmp_path: Path):
                               max_snapshots=2, save_epochs=2)
     rmse = {1: 5.0, 2: 4.0, 3: 6.0, 4: 3.0, 5: 3.5, 6: 4.0, 7: 9.0}
     for epoch, value in rmse.items():
-        state = {"metadata": {"epoch": epoch, "metrics": {"test.rmse": value}, "losses": {}},
+        # DeepLabCut's metric name; the best (epoch 4) as our snapshots named it before.
+        name = "test.rmse" if epoch == 4 else "metrics/test.rmse"
+        state = {"metadata": {"epoch": epoch, "metrics": {name: value}, "losses": {}},
                  "model": {"w": torch.tensor([float(epoch)])}, "scheduler": None}
         manager.update(epoch, state, last=epoch == 7)
     names = sorted(p.name for p in tmp_path.iterdir())

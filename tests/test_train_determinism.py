@@ -68,28 +68,70 @@ def test_resuming_gives_the_uninterrupted_runs_weights(tmp_path, one_thread):
     assert [r[loss] for r in body] == [r[loss] for r in straight_rows[1:]]
 
 
-def test_amp_is_cuda_only_and_says_so_on_the_cpu(caplog):
+def test_precision_on_the_cpu_and_what_it_says(caplog, monkeypatch):
+    """Unset: float32 NHWC on the CPU (faster there), silently. bfloat16 where the CPU has the
+    units, else float32 with one warning; float16 is for CUDA (one warning)."""
     from dlc_train.config import ConfigError
+    from dlc_train.runners import precision
     from dlc_train.runners.precision import Precision, parse_amp, precision_for
 
     cpu = torch.device("cpu")
-    with caplog.at_level(logging.WARNING, logger="dlc_train.runners.precision"):
-        assert precision_for("bfloat16", True, cpu) == Precision(device_type="cpu")
-    assert [r.getMessage() for r in caplog.records] == [
-        "runner.amp / runner.channels_last apply on CUDA only: training on cpu in float32"]
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="dlc_train.runners.precision"):
-        precision_for(None, False, cpu)
-    assert not caplog.records  # not asked for: nothing to say
+
+    def said(amp, channels_last, has_bf16):
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dlc_train.runners.precision"):
+            got = precision_for(amp, channels_last, cpu)
+        return got, [r.getMessage() for r in caplog.records]
+
+    assert said(None, None, True) == (Precision(channels_last=True, device_type="cpu"), [])
+    assert said(False, False, True) == (Precision(device_type="cpu"), [])
+    assert said("bfloat16", None, True) == (
+        Precision(torch.bfloat16, channels_last=True, device_type="cpu"),
+        ["mixed precision on the CPU: bfloat16, channels_last: True"])
+    got, lines = said(True, None, False)
+    assert got == Precision(channels_last=True, device_type="cpu")
+    assert lines == ["runner.amp bfloat16: this CPU has no bfloat16 units (AVX512-BF16, AMX): "
+                     "training in float32"]
+    got, lines = said("float16", False, True)
+    assert got == Precision(device_type="cpu") and "float16 is for CUDA" in lines[0]
+    assert precision_for(None, True, torch.device("meta"), announce=False) == \
+        Precision(device_type="meta")
     assert parse_amp(True) == torch.bfloat16 and parse_amp("fp16") == torch.float16
     assert parse_amp(False) is None and parse_amp(None) is None
     with pytest.raises(ConfigError, match="runner.amp must be false, true, bfloat16 or float16"):
         parse_amp("int8")
 
 
+def test_detectors_keep_nchw_pose_models_go_nhwc_on_the_cpu(tmp_path):
+    import dlc_train.models  # noqa: F401
+    from dlc_train.config import make_pytorch_pose_config
+    from dlc_train.config.detectors import detector_config
+    from dlc_train.models import build_model_from_config
+    from dlc_train.models.detectors import DETECTORS
+    from dlc_train.runners.detector import DetectorTrainingRunner
+    from dlc_train.runners.train import PoseTrainingRunner
+    from dlc_train.synthetic import BODYPARTS
+
+    project = {"bodyparts": BODYPARTS, "multianimalproject": False, "individuals": ["a"],
+               "uniquebodyparts": [], "project_path": str(tmp_path)}
+    cfg = make_pytorch_pose_config(project, tmp_path / "pytorch_config.yaml",
+                                   net_type="resnet_tiny")
+    pose = PoseTrainingRunner.from_config(cfg, build_model_from_config(cfg), tmp_path,
+                                          device="cpu")
+    assert pose.precision.channels_last
+    conv = next(m for m in pose.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    section = detector_config("ssdlite")
+    detector = DetectorTrainingRunner.from_config(
+        section, DETECTORS.build(dict(section["model"], pretrained=False)), tmp_path,
+        device="cpu")
+    assert not detector.precision.channels_last
+
+
 def test_the_autocast_step_runs_in_bfloat16(tmp_path):
-    """The runner's step under a bfloat16 Precision (what runner.amp gives on CUDA; on the CPU
-    only when set by hand, as here): convolutions run in bfloat16, NHWC inputs, the weights
+    """The runner's step under a bfloat16 Precision (what runner.amp gives on CUDA and on CPUs
+    with bfloat16 units; set by hand here, whatever this CPU has): convolutions run in bfloat16, NHWC inputs, the weights
     stay float32 and change."""
     from dlc_train.config import update_config
     import dlc_train.models  # noqa: F401
@@ -107,7 +149,7 @@ def test_the_autocast_step_runs_in_bfloat16(tmp_path):
     cfg = update_config(cfg, {"runner.amp": "bfloat16", "runner.channels_last": True})
     model = build_model_from_config(cfg)
     runner = PoseTrainingRunner.from_config(cfg, model, tmp_path, device="cpu")
-    assert runner.precision == Precision(device_type="cpu")  # CPU: off, whatever the config
+    assert runner.precision.channels_last  # bfloat16 too where the CPU has the units
     runner.precision = Precision(torch.bfloat16, channels_last=True, device_type="cpu")
     seen = []
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -122,3 +164,35 @@ def test_the_autocast_step_runs_in_bfloat16(tmp_path):
     assert set(losses) >= {"total_loss"} and all(v == v for v in losses.values())
     assert all(v.dtype == before[k].dtype for k, v in model.state_dict().items())
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_loss_scale_is_in_the_snapshot_and_comes_back(tmp_path):
+    """float16 runs keep their GradScaler's state in the snapshot (``scaler``) so a resumed
+    run continues with the loss scale it had (CUDA's scaler; the CPU's stands in here)."""
+    import dlc_train.models  # noqa: F401
+    from dlc_train.config import make_pytorch_pose_config
+    from dlc_train.models import build_model_from_config
+    from dlc_train.runners.train import PoseTrainingRunner
+    from dlc_train.synthetic import BODYPARTS
+
+    project = {"bodyparts": BODYPARTS, "multianimalproject": False, "individuals": ["a"],
+               "uniquebodyparts": [], "project_path": str(tmp_path)}
+    cfg = make_pytorch_pose_config(project, tmp_path / "pytorch_config.yaml",
+                                   net_type="resnet_tiny")
+
+    def runner(scaler):
+        made = PoseTrainingRunner.from_config(cfg, build_model_from_config(cfg), tmp_path,
+                                              device="cpu")
+        made._scaler = scaler
+        return made
+
+    first = runner(torch.amp.GradScaler("cpu", init_scale=1024.0))
+    first._scaler.scale(torch.ones(()))  # the scale exists once used
+    first._scaler.update(new_scale=256.0)
+    state = first.state_dict(3, {"test.rmse": 2.0}, {"total_loss": 0.5})
+    assert state["scaler"]["scale"] == 256.0
+    assert "scaler" not in runner(None).state_dict(3, {}, {})  # float32 / bfloat16: none
+    torch.save(state, tmp_path / "snapshot-003.pt")
+    again = runner(torch.amp.GradScaler("cpu", init_scale=1024.0))
+    assert again.resume(tmp_path / "snapshot-003.pt") == 3
+    assert again._scaler.get_scale() == 256.0

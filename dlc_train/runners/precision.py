@@ -1,14 +1,18 @@
 """Mixed precision and channels_last for training: ``runner.amp`` and ``runner.channels_last``.
 
 DeepLabCut 3 has no training key for either (only ``inference.autocast`` for inference), so
-these are ours and default off, which is DeepLabCut's float32 training:
+these are ours:
 
-- ``runner.amp``: false | true | bfloat16 | float16. true picks bfloat16 where the GPU has it
-  (Ampere and later), else float16; float16 also scales the loss (GradScaler) so that small
-  gradients do not underflow.
-- ``runner.channels_last``: true stores the model and the images NHWC, which tensor cores prefer.
+- ``runner.amp``: false | true | bfloat16 | float16; default off, which is DeepLabCut's float32
+  training. On CUDA, true picks bfloat16 where the GPU has it (Ampere and later), else float16;
+  float16 also scales the loss (GradScaler) so that small gradients do not underflow. On the
+  CPU, bfloat16 (or true) runs where the CPU has bfloat16 units (AVX512-BF16, AMX); float16,
+  or a CPU without them, trains in float32 and says so once.
+- ``runner.channels_last``: true stores the model and the images NHWC. Unset, pose models
+  train NHWC on the CPU, where oneDNN's convolutions were faster in float32 for every family
+  measured (benchmarks/results/train_step_cpu.json), and NCHW on CUDA (unmeasured there).
 
-Both apply on CUDA only: on any other device the run trains in float32 and says so once.
+Other devices train in float32, NCHW, and say so when asked for more.
 """
 from __future__ import annotations
 
@@ -77,24 +81,52 @@ def parse_amp(value: Any) -> torch.dtype | None:
     return dtype
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the probe: assume not
+        return False
+
+
 def precision_for(amp: Any, channels_last: Any, device: torch.device,
                   announce: bool = True) -> Precision:
     """The Precision a run on ``device`` uses for these config values.
 
     Args:
-        amp, channels_last: ``runner.amp`` and ``runner.channels_last``.
-        device: the training device; anything but CUDA trains in float32, NCHW.
+        amp, channels_last: ``runner.amp`` and ``runner.channels_last`` (None: unset).
+        device: the training device (CUDA, CPU; anything else trains in float32, NCHW).
         announce: log the choice (rank 0 only, under torchrun).
     """
     dtype = parse_amp(amp)
+    if device.type == "cpu":
+        return _cpu_precision(dtype, True if channels_last is None else bool(channels_last),
+                              announce)
     wants_nhwc = bool(channels_last)
     if device.type != "cuda":
         if (dtype is not None or wants_nhwc) and announce:
-            logger.warning("runner.amp / runner.channels_last apply on CUDA only: training on "
-                           "%s in float32", device)
+            logger.warning("runner.amp / runner.channels_last apply on CUDA and the CPU only: "
+                           "training on %s in float32", device)
         return Precision(device_type=device.type)
     if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         dtype = torch.float16  # pre-Ampere GPUs: float16 with loss scaling instead
     if announce and (dtype is not None or wants_nhwc):
         logger.info("mixed precision: %s, channels_last: %s", dtype or "off", wants_nhwc)
     return Precision(dtype=dtype, channels_last=wants_nhwc, device_type="cuda")
+
+
+def _cpu_precision(dtype: torch.dtype | None, nhwc: bool, announce: bool) -> Precision:
+    if dtype == torch.float16:
+        if announce:
+            logger.warning("runner.amp float16 is for CUDA: training on the CPU in float32 "
+                           "(bfloat16 runs on CPUs with AVX512-BF16 or AMX)")
+        dtype = None
+    elif dtype == torch.bfloat16 and not cpu_has_bf16():
+        if announce:
+            logger.warning("runner.amp bfloat16: this CPU has no bfloat16 units (AVX512-BF16, "
+                           "AMX): training in float32")
+        dtype = None
+    if announce and dtype is not None:
+        logger.info("mixed precision on the CPU: bfloat16, channels_last: %s", nhwc)
+    return Precision(dtype=dtype, channels_last=nhwc, device_type="cpu")

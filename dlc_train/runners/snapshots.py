@@ -1,7 +1,8 @@
 """Snapshots in DeepLabCut 3's layout: ``snapshot-{epoch:03d}.pt`` / ``snapshot-best-{epoch:03d}.pt``.
 
 Each file holds ``{"metadata": {"epoch", "metrics", "losses"}, "model": state_dict,
-"scheduler": state_dict[, "optimizer": state_dict]}``, so DeepLabCut loads ours and we load its.
+"scheduler": state_dict[, "optimizer": state_dict]}``, so DeepLabCut loads ours and we load its;
+metrics are named ``metrics/test.<metric>`` as DeepLabCut's runner names them.
 """
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def list_snapshots(folder: str | Path, prefix: str = "snapshot") -> list[Snapsho
         if match:
             found.append(Snapshot(path, int(match.group(2)), bool(match.group(1))))
     return sorted(found, key=lambda s: (s.epoch, s.best))
+
+
+def key_metric_value(metrics: dict[str, Any], key_metric: str) -> Any:
+    """The value of ``runner.key_metric`` (``test.mAP``) in a snapshot's metadata metrics:
+    DeepLabCut's ``metrics/test.mAP``, or the bare name our snapshots carried before."""
+    return metrics.get(f"metrics/{key_metric}", metrics.get(key_metric))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -94,7 +101,8 @@ class SnapshotManager:
         if best is None or not self.key_metric:
             return
         try:
-            value = load_snapshot(best.path)["metadata"]["metrics"].get(self.key_metric)
+            value = key_metric_value(load_snapshot(best.path)["metadata"]["metrics"],
+                                     self.key_metric)
         except (SnapshotError, KeyError, TypeError, AttributeError):
             return
         if value is not None and math.isfinite(float(value)):
@@ -118,7 +126,7 @@ class SnapshotManager:
         """
         written = []
         metrics = state.get("metadata", {}).get("metrics", {}) or {}
-        value = metrics.get(self.key_metric) if self.key_metric else None
+        value = key_metric_value(metrics, self.key_metric) if self.key_metric else None
         if value is not None and math.isfinite(float(value)) and self._improved(float(value)):
             self.best_metric = float(value)
             previous = self.best()

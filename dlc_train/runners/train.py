@@ -76,8 +76,8 @@ class PoseTrainingRunner:
             on stdout (loss, lr, metrics, time); False: logging only.
         seed: the shuffling order and the global RNGs of epoch ``e`` are seeded with
             ``epoch_seed(seed, e)`` (augmentation draws with (seed, e, image), see PoseDataset).
-        amp, channels_last: ``runner.amp`` / ``runner.channels_last`` (see runners/precision.py;
-            CUDA only).
+        amp, channels_last: ``runner.amp`` / ``runner.channels_last`` (None: unset; see
+            runners/precision.py).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -87,7 +87,7 @@ class PoseTrainingRunner:
                  pcutoff: float = 0.6, display_iters: int = 500,
                  grad_clip_norm: float | None = None, log_path: str | Path | None = None,
                  head: str = "bodypart", progress: bool = False, seed: int = 42,
-                 amp: Any = None, channels_last: bool = False):
+                 amp: Any = None, channels_last: bool | None = None):
         self.dist, self.device = distributed.setup(device)
         self.precision: Precision = precision_for(amp, channels_last, self.device,
                                                   announce=self.dist.is_main)
@@ -131,7 +131,7 @@ class PoseTrainingRunner:
                    pcutoff=pcutoff, display_iters=settings.get("display_iters", 500),
                    grad_clip_norm=runner.get("grad_clip_norm"), progress=progress,
                    seed=int(settings.get("seed") or 42), amp=runner.get("amp"),
-                   channels_last=bool(runner.get("channels_last")))
+                   channels_last=runner.get("channels_last"))
 
     @property
     def is_main(self) -> bool:
@@ -157,6 +157,8 @@ class PoseTrainingRunner:
             raise SnapshotError(f"snapshot {snapshot} does not fit this model: {first}") from None
         if data.get("optimizer") is not None:
             self.optimizer.load_state_dict(data["optimizer"])
+        if self._scaler is not None and data.get("scaler"):  # float16 runs: the loss scale
+            self._scaler.load_state_dict(data["scaler"])
         if self.scheduler is not None and data.get("scheduler"):
             self.scheduler.load_state_dict(data["scheduler"])
             if data.get("optimizer") is None:
@@ -211,7 +213,8 @@ class PoseTrainingRunner:
             logger.info("%s", line)
             if self.progress:
                 tqdm.write(line)  # above the bars, not through them
-            self.snapshots.update(epoch, self.state_dict(epoch, metrics, losses), last=last)
+            self.snapshots.update(epoch, self.state_dict(epoch, metrics, losses, eval_losses),
+                                  last=last)
             write_epoch(self.log_path, epoch, stats_row(losses, eval_losses, metrics))
         self.start_epoch = epochs + 1
 
@@ -333,18 +336,25 @@ class PoseTrainingRunner:
         return ({f"test.{k}": v for k, v in metrics.items()},
                 {k: v / n for k, v in sums.items()} if n else {})
 
-    def state_dict(self, epoch: int, metrics: dict[str, float],
-                   losses: dict[str, float]) -> dict[str, Any]:
-        """A snapshot dict in DeepLabCut 3's layout (the bare model's keys, never DDP's
-        ``module.``; contiguous weights, whatever the memory format trained in)."""
+    def state_dict(self, epoch: int, metrics: dict[str, float], losses: dict[str, float],
+                   eval_losses: dict[str, float] | None = None) -> dict[str, Any]:
+        """A snapshot dict in DeepLabCut 3's layout: metadata ``metrics`` named
+        ``metrics/test.<metric>`` and ``losses`` ``train.<loss>`` / ``eval.<loss>`` as its
+        runner names them; the bare model's keys (never DDP's ``module.``), contiguous weights
+        whatever the memory format trained in; ``scaler``, ours, in float16 runs."""
         model_state = {k: v.contiguous() if v.dim() == 4 else v
                        for k, v in self.model.state_dict().items()}
+        named_losses = {f"train.{k}": float(v) for k, v in losses.items()}
+        named_losses.update({f"eval.{k}": float(v) for k, v in (eval_losses or {}).items()})
         state: dict[str, Any] = {
-            "metadata": {"epoch": epoch, "metrics": {k: float(v) for k, v in metrics.items()},
-                         "losses": {k: float(v) for k, v in losses.items()}},
+            "metadata": {"epoch": epoch,
+                         "metrics": {f"metrics/{k}": float(v) for k, v in metrics.items()},
+                         "losses": named_losses},
             "model": model_state,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
         }
         if self.save_optimizer_state:
             state["optimizer"] = self.optimizer.state_dict()
+        if self._scaler is not None:
+            state["scaler"] = self._scaler.state_dict()
         return state
