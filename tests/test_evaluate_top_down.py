@@ -1,10 +1,9 @@
 """`dlc evaluate` on top-down shuffles: ground-truth boxes or detector snapshots, DeepLabCut 3's
 scorer (``..._detector_<uid>_snapshot_<uid>``) and ``Detector epochs (TD only)`` column, the
 crop -> model -> image-pixel round trip on images with known points, the detector's boxes
-back in image pixels, and the refusals (no detector snapshot, conditional top-down)."""
+back in image pixels, and the exported bundle's keypoints on the same boxes."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -15,7 +14,7 @@ import torch
 import yaml
 
 from dlc_train.apis import evaluate_network
-from helpers.cli import invoke, one_error_line
+from helpers.cli import invoke
 from dlc_train.synthetic import SyntheticSpec, generate_project
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,7 +112,7 @@ def test_crop_and_map_back_on_known_points(top_down, tmp_path):
                                  GroundTruthBoxes(labels, margin=5), max_individuals=2,
                                  num_bodyparts=5)
 
-    def brightest(crops):
+    def brightest(crops, conditions=None):
         out = []
         for crop in crops:
             y, x = np.unravel_index(crop.sum(axis=0).argmax(), crop.shape[1:])
@@ -176,22 +175,6 @@ def _save_detector(train: Path) -> Path:
     detector = DETECTORS.build(dict(cfg["detector"]["model"], pretrained=False))
     torch.save({"metadata": {"epoch": 3}, "model": detector.state_dict()}, path)
     return path
-
-
-def test_conditional_top_down_is_refused(top_down):
-    root = top_down.parent
-    train, _ = _folders(top_down)
-    copy = root / "dlc-models-pytorch" / "iteration-0" / "syntheticJan1-trainset95shuffle4"
-    shutil.copytree(train, copy / "train")
-    cfg_path = copy / "train" / "pytorch_config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg_path.write_text(yaml.safe_dump(dict(cfg, method="ctd")))
-    split = next((root / "training-datasets").rglob("*95shuffle1.yaml"))
-    shutil.copy(split, split.with_name(split.name.replace("shuffle1", "shuffle4")))
-    one_error_line(invoke(["evaluate", top_down, "--shuffle", "4"]),
-                   "is a cond_top_down model", "conditional top-down models")
-    assert not (root / "evaluation-results-pytorch" / "iteration-0"
-                / "syntheticJan1-trainset95shuffle4").exists()
 
 
 @pytest.mark.slow

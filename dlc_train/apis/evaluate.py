@@ -4,8 +4,10 @@ For each shuffle and snapshot: predictions on every labeled image of the shuffle
 DeepLabCut 3's metrics on the train and the test images (:mod:`dlc_train.evaluation.run`), and
 DeepLabCut 3's result files in its folders (:mod:`dlc_train.evaluation.results`); labeled
 images with ``plotting``. Top-down shuffles run each detector snapshot with each pose
-snapshot (or ground-truth boxes; :mod:`dlc_train.evaluation.top_down`). docs/evaluate.md
-states where the numbers can differ from DeepLabCut's.
+snapshot (or ground-truth boxes; :mod:`dlc_train.evaluation.top_down`); conditional top-down
+shuffles run on the conditions of the bottom-up model their config names
+(:mod:`dlc_train.evaluation.ctd`). docs/evaluate.md states where the numbers can differ from
+DeepLabCut's.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dlc_train.config import ConfigError, read_config_as_dict
 from dlc_train.data.dlcloader import DLCLoader
 from dlc_train.data.project import ProjectError, load_project
 from dlc_train.evaluation import results as files
+from dlc_train.evaluation.ctd import CondTopDownPredictor, conditions_model
 from dlc_train.evaluation.metrics import pck_name
 from dlc_train.evaluation.plots import (MODES, labeled_image_name, plot_labeled_image,
                                         require_matplotlib)
@@ -93,7 +96,7 @@ def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
     """Evaluates snapshots of one or more shuffles (DeepLabCut 3's arguments, plus PCK).
 
     Bad arguments raise before anything is written: ConfigError (a bad value, a conditional
-    top-down model), ProjectError (an unknown or untrained shuffle), SnapshotError (no such
+    top-down model whose conditions model is not named or not trained), ProjectError (an unknown or untrained shuffle), SnapshotError (no such
     snapshot), ImportError (plotting without matplotlib). A top-down shuffle without a
     detector snapshot is evaluated with ground-truth boxes, as DeepLabCut does.
 
@@ -165,6 +168,8 @@ def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
                                          prefix)
             detectors = [None] if task != Task.TOP_DOWN else \
                 _detector_snapshots(loader, pose_cfg, detector_index)
+            if task == Task.COND_TOP_DOWN:
+                conditions_model(loader, pose_cfg)  # named and trained: checked up front
             jobs.extend((loader, pose_cfg, chosen, snapshot, detector)
                         for detector in detectors for snapshot in snapshots)
     return [evaluate_snapshot(loader, pose_cfg, snapshot, chosen, device=device,
@@ -264,12 +269,22 @@ def evaluate_snapshot(loader: DLCLoader, pose_cfg: dict, snapshot: Snapshot, cho
 def _predictor(loader: DLCLoader, pose_cfg: dict, snapshot: Snapshot,
                detector: Snapshot | None, device: str | None, batch_size: int):
     """ImagePredictor for bottom-up models; TopDownPredictor with the detector's boxes (or the
-    labels' boxes when ``detector`` is None) for top-down ones."""
-    if evaluated_task(pose_cfg, str(loader.pose_config_path)) != Task.TOP_DOWN:
+    labels' boxes when ``detector`` is None) for top-down ones; CondTopDownPredictor with the
+    conditions of the bottom-up model its config names for conditional top-down ones."""
+    task = evaluated_task(pose_cfg, str(loader.pose_config_path))
+    if task == Task.BOTTOM_UP:
         return ImagePredictor(pose_cfg, snapshot.path, device=device, batch_size=batch_size)
     device = resolve_device(device or (pose_cfg.get("runner") or {}).get("device")
                             or pose_cfg.get("device"))
     individuals = len(loader.individuals)
+    if task == Task.COND_TOP_DOWN:
+        bottom_up_cfg, bottom_up_snapshot = conditions_model(loader, pose_cfg)
+        margin = (pose_cfg.get("data") or {}).get("bbox_margin")
+        return CondTopDownPredictor(
+            pose_cfg, snapshot.path,
+            ImagePredictor(bottom_up_cfg, bottom_up_snapshot, device=str(device)),
+            individuals, len(loader.bodyparts), len(loader.unique_bodyparts), device=device,
+            batch_size=batch_size, bbox_margin=25.0 if margin is None else float(margin))
     if detector is not None:
         boxes = DetectorBoxes(pose_cfg, detector.path, individuals, device)
     else:

@@ -37,26 +37,26 @@ Prediction = dict[str, np.ndarray]
 
 
 def evaluated_task(pose_cfg: dict, where: str) -> Task:
-    """The config's task, when evaluation runs it (bottom-up, top-down); ConfigError for a
-    conditional top-down model or an unknown method."""
+    """The config's task (bottom-up, top-down, conditional top-down); ConfigError for a
+    detector config or an unknown method."""
     try:
         task = Task.from_str(str(pose_cfg.get("method") or "bu"))
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
-    if task not in (Task.BOTTOM_UP, Task.TOP_DOWN):
-        raise ConfigError(f"{where} is a {task.snake_name} model; evaluation runs bottom-up "
-                          "and top-down models only (conditional top-down models, which take "
-                          "a bottom-up model's predictions as conditions, are not evaluated "
-                          "yet)")
+    if task not in (Task.BOTTOM_UP, Task.TOP_DOWN, Task.COND_TOP_DOWN):
+        raise ConfigError(f"{where} is a {task.snake_name} config; evaluation runs pose models "
+                          "(bottom-up, top-down, conditional top-down)")
     return task
 
 
 def check_bottom_up(pose_cfg: dict, where: str) -> None:
     """Raises ConfigError unless the config is a bottom-up model (the ones ImagePredictor runs
     on whole images; top-down models: ``dlc_train.evaluation.top_down``)."""
-    if evaluated_task(pose_cfg, where) != Task.BOTTOM_UP:
-        raise ConfigError(f"{where} is a top_down model; whole-image prediction runs "
-                          "bottom-up models only (top-down: TopDownPredictor)")
+    task = evaluated_task(pose_cfg, where)
+    if task != Task.BOTTOM_UP:
+        raise ConfigError(f"{where} is a {task.snake_name} model; whole-image prediction runs "
+                          "bottom-up models only (top-down: TopDownPredictor, conditional "
+                          "top-down: CondTopDownPredictor)")
 
 
 class ImagePredictor:

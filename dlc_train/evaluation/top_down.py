@@ -97,7 +97,8 @@ class TopDownPredictor:
     Args:
         pose_cfg: the shuffle's pytorch_config.yaml as a dict (``method: td``).
         snapshot: the pose ``snapshot-XXX.pt``.
-        boxes: :class:`DetectorBoxes` or :class:`GroundTruthBoxes`.
+        boxes: :class:`DetectorBoxes` or :class:`GroundTruthBoxes` (None in subclasses that
+            override :meth:`individuals`).
         max_individuals: animals per image in the predictions (the project's individuals).
         num_bodyparts: K, the project's bodyparts (the model's).
         num_unique: the project's unique bodyparts (returned as NaN).
@@ -105,14 +106,18 @@ class TopDownPredictor:
         batch_size: crops per forward pass (the numbers do not depend on it).
     """
 
-    def __init__(self, pose_cfg: dict, snapshot: str | Path, boxes: Boxes, max_individuals: int,
-                 num_bodyparts: int, num_unique: int = 0, device: torch.device | str = "cpu",
-                 batch_size: int = 1):
+    #: ``crop_with_context`` when the config does not say (DeepLabCut's top-down default).
+    WITH_CONTEXT_DEFAULT = True
+
+    def __init__(self, pose_cfg: dict, snapshot: str | Path, boxes: Boxes | None,
+                 max_individuals: int, num_bodyparts: int, num_unique: int = 0,
+                 device: torch.device | str = "cpu", batch_size: int = 1):
         self.device = device
         self.model = build_model_from_snapshot(pose_cfg, snapshot).to(device).eval()
         self.heads = set(self.model.heads)
         inference = (pose_cfg.get("data") or {}).get("inference") or {}
-        self.crop = CropSettings.from_config(inference.get("top_down_crop"))
+        self.crop = CropSettings.from_config(inference.get("top_down_crop"),
+                                             self.WITH_CONTEXT_DEFAULT)
         self.normalize = build_transforms(split_normalization(inference)[1])
         self.boxes, self.max_individuals = boxes, int(max_individuals)
         self.num_bodyparts = int(num_bodyparts)
@@ -123,11 +128,17 @@ class TopDownPredictor:
         """Predictions of each image (in its own pixels), keyed by the path given."""
         return {str(path): self._predict(str(path)) for path in image_paths}
 
-    def _predict(self, path: str) -> Prediction:
-        image = read_image(path)
+    def individuals(self, path: str, image: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The individuals to crop in one image: boxes (D, 4) x, y, w, h, their scores (D,),
+        and conditions (D, K, 3) in image pixels for conditional models (None here)."""
         boxes, scores = self.boxes(path)
         keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-        boxes, scores = boxes[keep][:self.max_individuals], scores[keep][:self.max_individuals]
+        return boxes[keep][:self.max_individuals], scores[keep][:self.max_individuals], None
+
+    def _predict(self, path: str) -> Prediction:
+        image = read_image(path)
+        boxes, scores, conditions = self.individuals(path, image)
         c, rng = self.crop, np.random.default_rng(0)
         crops, offsets, scales = [], [], []
         for box in boxes:
@@ -137,7 +148,12 @@ class TopDownPredictor:
             crops.append(np.asarray(crop, np.float32).transpose(2, 0, 1))
             offsets.append(offset)
             scales.append(scale)
-        poses = self._poses(crops)
+        local = None
+        if conditions is not None and len(crops):  # into each crop's pixels, as the crops
+            local = np.asarray(conditions, np.float64).copy()
+            local[..., :2] = (local[..., :2] - np.asarray(offsets)[:, None]) / \
+                np.asarray(scales)[:, None]
+        poses = self._poses(crops, local)
         out = np.full((self.max_individuals, self.num_bodyparts, 3), np.nan, np.float32)
         if len(poses):
             xy = poses[..., :2] * np.asarray(scales)[:, None] + np.asarray(offsets)[:, None]
@@ -149,12 +165,19 @@ class TopDownPredictor:
             pred["unique_bodyparts"] = np.full((1, self.num_unique, 3), np.nan, np.float32)
         return pred
 
-    def _poses(self, crops: list[np.ndarray]) -> np.ndarray:
-        """(crops, K, 3) keypoints in crop pixels (NaN where missing)."""
+    def _poses(self, crops: list[np.ndarray], conditions: np.ndarray | None = None
+               ) -> np.ndarray:
+        """(crops, K, 3) keypoints in crop pixels (NaN where missing); ``conditions``: (crops,
+        K, 3) in crop pixels, given to conditional models as ``cond_kpts``."""
         found = []
         for start in range(0, len(crops), self.batch_size):
             batch = torch.from_numpy(np.stack(crops[start:start + self.batch_size]))
-            outputs = self.model(batch.to(self.device))
+            extra = {}
+            if conditions is not None:
+                extra["cond_kpts"] = torch.from_numpy(
+                    conditions[start:start + self.batch_size].astype(np.float32)
+                ).to(self.device)
+            outputs = self.model(batch.to(self.device), **extra)
             poses = self.model.heads["bodypart"].predictor(
                 self.model.get_stride("bodypart"), outputs["bodypart"])["poses"]
             found.append(canonical_poses(poses.detach().float().cpu().numpy())[:, 0])
