@@ -188,3 +188,28 @@ def test_prefetch_command_prints_cached_paths_or_one_error_line(weights_cache, c
     assert main(["fetch", "hrnet_w32"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: ") and "\n" not in err and "timm/hrnet_w32.ms_in1k" in err
+
+
+def test_frozen_batchnorm_statistics_from_random_weights_are_warned(caplog):
+    """DeepLabCut's HRNet configs freeze BatchNorm statistics (right for ImageNet weights); from
+    random weights the frozen statistics let activations explode: one warning says so."""
+    import logging
+
+    project = {"bodyparts": ["a", "b", "c"], "multianimalproject": False}
+    cfg = make_pytorch_pose_config(project, "pytorch_config.yaml", "hrnet_w18")
+    model_cfg = copy.deepcopy(cfg["model"])
+    model_cfg["backbone"].update(pretrained=False, freeze_bn_stats=True)
+    logger = "dlc_train.models.pretrained.training"
+    with caplog.at_level(logging.WARNING, logger=logger):
+        model = build_pose_model_for_training(model_cfg)
+    said = [r.getMessage() for r in caplog.records if r.name == logger]
+    assert len(said) == 1 and "model.backbone.freeze_bn_stats=false" in said[0]
+    # What it warns about: the features of one image grow far beyond normalized values.
+    with torch.no_grad():
+        assert model.train().backbone(torch.rand(1, 3, 64, 64) * 255).abs().max() > 1e4
+    caplog.clear()
+    for change, resume in (({"freeze_bn_stats": False}, False), ({}, True)):
+        with caplog.at_level(logging.WARNING, logger=logger):
+            build_pose_model_for_training(
+                dict(model_cfg, backbone=dict(model_cfg["backbone"], **change)), resume=resume)
+        assert not [r for r in caplog.records if r.name == logger]

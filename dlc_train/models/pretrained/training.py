@@ -12,12 +12,17 @@ What a run starts from, as DeepLabCut decides it:
 from __future__ import annotations
 
 import copy
+import inspect
+import logging
 
 from torch import nn
 
 from dlc_train.models.pretrained.apply import pretrained_weights
 from dlc_train.models.pretrained.weight_init import (WeightInit, apply_detector_weight_init,
                                                      apply_pose_weight_init)
+
+
+logger = logging.getLogger(__name__)
 
 
 def _weight_init(value: WeightInit | dict | None) -> WeightInit | None:
@@ -52,7 +57,33 @@ def build_pose_model_for_training(model_cfg: dict, weight_init: WeightInit | dic
         model = PoseModel.build(cfg)
     if init is not None and not resume:
         apply_pose_weight_init(model, init)
+    if not resume and init is None:
+        _warn_frozen_statistics_from_scratch(model.backbone, cfg["backbone"])
     return model
+
+
+def _warn_frozen_statistics_from_scratch(backbone: nn.Module, backbone_cfg: dict) -> None:
+    """One warning for BatchNorm statistics frozen at their initial values (mean 0, variance 1):
+    DeepLabCut's configs freeze them for ImageNet-initialized backbones; from random weights
+    the activations then grow through every layer (an HRNet's heatmap loss starts above 1e11)."""
+    from dlc_train.models.backbones import BACKBONES
+
+    if not getattr(backbone, "freeze_bn_stats", False) or not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        return
+    pretrained = backbone_cfg.get("pretrained")
+    if pretrained is None:  # the backbone class's own default
+        try:
+            default = inspect.signature(BACKBONES.get(backbone_cfg["type"])).parameters.get(
+                "pretrained")
+        except (KeyError, TypeError, ValueError):
+            return
+        pretrained = default.default if default is not None else False
+    if not pretrained:
+        logger.warning("model.backbone.freeze_bn_stats is true but the backbone starts from "
+                       "random weights: BatchNorm keeps its initial statistics and activations "
+                       "grow without bound; train with --set model.backbone.freeze_bn_stats="
+                       "false (or start from pretrained weights)")
 
 
 def build_detector_for_training(detector_model_cfg: dict,
