@@ -23,16 +23,19 @@ MODES = ("float32 NCHW", "float32 NHWC", "bfloat16 NHWC")
 
 
 def _step_seconds(runner, batches, mode: str, steps: int) -> float:
+    """Mean seconds of a training step in ``mode``, through the runner's own Precision."""
     import torch
 
-    nhwc = "NHWC" in mode
-    runner.model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    from dlc_train.runners.precision import Precision
+
+    precision = Precision(dtype=torch.bfloat16 if mode.startswith("bfloat16") else None,
+                          channels_last="NHWC" in mode, device_type="cpu")
+    runner.model.to(memory_format=torch.contiguous_format)  # undo the previous mode's layout
+    precision.model(runner.model)
 
     def step(batch):
-        images = batch["image"]
-        if nhwc:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.startswith("bfloat16")):
+        images = precision.images(batch["image"])
+        with precision.autocast():
             losses = runner._losses(runner.model, images, batch["annotations"])
         runner.optimizer.zero_grad(set_to_none=True)
         losses["total_loss"].backward()

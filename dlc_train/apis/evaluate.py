@@ -30,6 +30,7 @@ from dlc_train.evaluation.predict import ImagePredictor, evaluated_task
 from dlc_train.evaluation.run import Evaluated, predict_split, rmse_per_bodypart, split_metrics
 from dlc_train.evaluation.selection import parse_index, select_snapshots
 from dlc_train.evaluation.top_down import DetectorBoxes, GroundTruthBoxes, TopDownPredictor
+from dlc_train.runners.detector import SNAPSHOT_PREFIX as DETECTOR_PREFIX
 from dlc_train.runners.snapshots import Snapshot, list_snapshots
 from dlc_train.runners.train import resolve_device
 from dlc_train.task import Task
@@ -38,7 +39,6 @@ from dlc_train.task import Task
 from dlc_runtime.scorer import dlc3_scorer
 
 SPLITS = ("train", "test")
-DETECTOR_PREFIX = "snapshot-detector"
 
 
 @dataclass
@@ -96,8 +96,9 @@ def evaluate_network(config: str | Path, shuffles: Iterable[int] = (1,),
     """Evaluates snapshots of one or more shuffles (DeepLabCut 3's arguments, plus PCK).
 
     Bad arguments raise before anything is written: ConfigError (a bad value, a conditional
-    top-down model whose conditions model is not named or not trained), ProjectError (an unknown or untrained shuffle), SnapshotError (no such
-    snapshot), ImportError (plotting without matplotlib). A top-down shuffle without a
+    top-down model whose conditions model is not named or not trained), ProjectError (an
+    unknown or untrained shuffle), SnapshotError (no such snapshot), ImportError (plotting
+    without matplotlib). A top-down shuffle without a
     detector snapshot is evaluated with ground-truth boxes, as DeepLabCut does.
 
     Args:

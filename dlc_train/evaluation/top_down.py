@@ -34,8 +34,9 @@ from dlc_train.evaluation.metrics import canonical_poses
 from dlc_train.evaluation.predict import Prediction, input_to_image, probe_dataset
 from dlc_train.models.loading import build_detector_from_snapshot, build_model_from_snapshot
 
-# A box source: image path -> (boxes (D, 4) x, y, w, h in image pixels, scores (D,)).
-Boxes = Callable[[str], tuple[np.ndarray, np.ndarray]]
+# A box source: (image path, the image when already read) -> (boxes (D, 4) x, y, w, h in image
+# pixels, scores (D,)).
+Boxes = Callable[[str, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
 
 
 class DetectorBoxes:
@@ -58,8 +59,9 @@ class DetectorBoxes:
         self.max_individuals = int(max_individuals)
 
     @torch.no_grad()
-    def __call__(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        item = probe_dataset([path], self.transform)[0]
+    def __call__(self, path: str, image: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        item = probe_dataset([path], self.transform)[0]  # the file, through the transforms
         _, detections = self.model(item["image"][None].to(self.device))
         det = detections[0]
         order = det["scores"].argsort(descending=True)[:self.max_individuals]
@@ -82,10 +84,11 @@ class GroundTruthBoxes:
     def __init__(self, keypoints: dict[str, np.ndarray], margin: float):
         self.keypoints, self.margin = keypoints, float(margin)
 
-    def __call__(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, path: str, image: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         kps = np.asarray(self.keypoints[path], dtype=np.float64)
         labeled = (kps[..., 2] > 0).any(axis=-1)
-        h, w = read_image(path).shape[:2]
+        h, w = (read_image(path) if image is None else image).shape[:2]
         boxes = bbox_from_keypoints(kps[labeled], h, w, self.margin)
         return boxes, np.ones(len(boxes))
 
@@ -132,7 +135,7 @@ class TopDownPredictor:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The individuals to crop in one image: boxes (D, 4) x, y, w, h, their scores (D,),
         and conditions (D, K, 3) in image pixels for conditional models (None here)."""
-        boxes, scores = self.boxes(path)
+        boxes, scores = self.boxes(path, image)
         keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
         return boxes[keep][:self.max_individuals], scores[keep][:self.max_individuals], None
 

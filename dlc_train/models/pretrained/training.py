@@ -12,7 +12,6 @@ What a run starts from, as DeepLabCut decides it:
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 
 from torch import nn
@@ -66,19 +65,11 @@ def _warn_frozen_statistics_from_scratch(backbone: nn.Module, backbone_cfg: dict
     """One warning for BatchNorm statistics frozen at their initial values (mean 0, variance 1):
     DeepLabCut's configs freeze them for ImageNet-initialized backbones; from random weights
     the activations then grow through every layer (an HRNet's heatmap loss starts above 1e11)."""
-    from dlc_train.models.backbones import BACKBONES
-
     if not getattr(backbone, "freeze_bn_stats", False) or not any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
         return
-    pretrained = backbone_cfg.get("pretrained")
-    if pretrained is None:  # the backbone class's own default
-        try:
-            default = inspect.signature(BACKBONES.get(backbone_cfg["type"])).parameters.get(
-                "pretrained")
-        except (KeyError, TypeError, ValueError):
-            return
-        pretrained = default.default if default is not None else False
+    # pretrained_default is applied already; every backbone class defaults to random weights.
+    pretrained = bool(backbone_cfg.get("pretrained", False))
     if not pretrained:
         logger.warning("model.backbone.freeze_bn_stats is true but the backbone starts from "
                        "random weights: BatchNorm keeps its initial statistics and activations "
